@@ -1,0 +1,46 @@
+"""swarm: a coordination bus for fleets of agents over Redis Streams.
+
+The layers, inner to outer: `protocol` (models, encode/decode) <- `keys` + `lua` (names, scripts)
+<- `bus` (streams, consumer groups, dead letters) <- board, captain, discovery, agents <- `cli`.
+"""
+
+from swarm.bus import Bus, Consumer, DeadLetter, Delivery
+from swarm.connection import open_redis
+from swarm.errors import SwarmError
+from swarm.keys import Keys
+from swarm.protocol import (
+    AssignmentBody,
+    ChatBody,
+    CommandBody,
+    HeartbeatBody,
+    Message,
+    SignalBody,
+    StatusBody,
+    TaskEventBody,
+    decode,
+    encode,
+    message,
+)
+from swarm.settings import Settings
+
+__all__ = [
+    "AssignmentBody",
+    "Bus",
+    "ChatBody",
+    "CommandBody",
+    "Consumer",
+    "DeadLetter",
+    "Delivery",
+    "HeartbeatBody",
+    "Keys",
+    "Message",
+    "Settings",
+    "SignalBody",
+    "StatusBody",
+    "SwarmError",
+    "TaskEventBody",
+    "decode",
+    "encode",
+    "message",
+    "open_redis",
+]

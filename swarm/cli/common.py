@@ -1,0 +1,97 @@
+"""What every CLI command shares: settings, the async runner, output, and error handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import anyio
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from swarm.bus import Bus
+from swarm.connection import open_redis
+from swarm.errors import ConfigError, SwarmError
+from swarm.logs import configure
+from swarm.settings import Settings
+
+T = TypeVar("T")
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class SwarmGroup(TyperGroup):
+    """Typer group whose user mistakes end as one clear stderr message and exit code 1."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().main(*args, **kwargs)
+        except SystemExit as exc:
+            if exc.code == 2:  # a usage error, already printed with its fix: exit 1, not click's 2
+                sys.exit(1)
+            raise
+        except SwarmError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(1)
+
+
+def app(help_text: str) -> typer.Typer:
+    """A sub-app with swarm's error handling and no shell-completion clutter."""
+    return typer.Typer(cls=SwarmGroup, help=help_text, no_args_is_help=True, add_completion=False)
+
+
+def settings() -> Settings:
+    """Settings from the environment, with a ConfigError that names the bad variable."""
+    try:
+        s = Settings()
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = "SWARM_" + str(first["loc"][0]).upper() if first["loc"] else "SWARM_*"
+        raise ConfigError(f"{name}: {first['msg']}") from None
+    configure(s.log_level)
+    return s
+
+
+def run_with_bus(fn: Callable[[Bus], Awaitable[T]]) -> T:
+    """Connect (embedded server on demand), build the bus, run `fn`, close."""
+    s = settings()
+
+    async def go() -> T:
+        async with open_redis(s) as redis:
+            return await fn(Bus(redis, s))
+
+    try:
+        return anyio.run(go)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+_CONTROL = {c: "\ufffd" for c in range(0x20) if c not in (0x09, 0x0A)}
+_CONTROL.update({0x7F: "\ufffd"})
+_CONTROL.update(dict.fromkeys(range(128, 160), "�"))
+
+
+def safe(text: str) -> str:
+    """`text` fit for a terminal: control characters (ANSI escapes, bells) and rich markup neutralised."""
+    cleaned = text.translate(_CONTROL)
+    if any(unicodedata.category(ch) in ("Cf", "Co") for ch in cleaned):  # bidi overrides and friends
+        cleaned = "".join("\ufffd" if unicodedata.category(ch) in ("Cf", "Co") else ch for ch in cleaned)
+    return escape(cleaned)
+
+
+def csv(values: Sequence[str] | None) -> list[str]:
+    """Options given as `--can a,b --can c` → ['a', 'b', 'c']."""
+    return [v.strip() for value in values or () for v in value.split(",") if v.strip()]

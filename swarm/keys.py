@@ -1,0 +1,76 @@
+"""Every Redis name swarm uses, in one place.
+
+All keys of one swarm share the hash tag `{<swarm name>}` so that, on a Redis Cluster, they live
+on one slot and every Lua script that touches several of them stays atomic. `protocols/PROTOCOL.md`
+lists the same names for agents written in other languages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FIELD = "m"
+"""The one stream-entry field that holds a message's JSON."""
+
+CAPTAIN = "@captain"
+ALL = "@all"
+ROLE_PREFIX = "@role:"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for the swarm called `swarm` (the `SWARM_NAME` setting)."""
+
+    swarm: str
+
+    @property
+    def prefix(self) -> str:
+        """`swarm:{<name>}:`, the start of every key; the braces are the cluster hash tag."""
+        return f"swarm:{{{self.swarm}}}:"
+
+    # --- streams -----------------------------------------------------------------------------
+    @property
+    def bus(self) -> str:
+        """The broadcast stream: messages to `@all`."""
+        return self.prefix + "bus"
+
+    @property
+    def captain(self) -> str:
+        """The captain's inbox: messages to `@captain`."""
+        return self.prefix + "captain"
+
+    def inbox(self, agent: str) -> str:
+        """One agent's direct inbox."""
+        return f"{self.prefix}inbox:{agent}"
+
+    def role(self, role: str) -> str:
+        """The stream for `@role:<role>`; every agent with that role reads it in its own group."""
+        return f"{self.prefix}role:{role}"
+
+    @property
+    def events(self) -> str:
+        """The board-event stream: the audit log of every task transition."""
+        return self.prefix + "events"
+
+    @property
+    def dlq(self) -> str:
+        """The dead-letter stream."""
+        return self.prefix + "dlq"
+
+    def stream_for(self, recipient: str) -> str:
+        """The stream a message to `recipient` is written to."""
+        if recipient == ALL:
+            return self.bus
+        if recipient == CAPTAIN:
+            return self.captain
+        if recipient.startswith(ROLE_PREFIX):
+            return self.role(recipient.removeprefix(ROLE_PREFIX))
+        return self.inbox(recipient)
+
+    def stream(self, short: str) -> str:
+        """Full stream name from a short one as the CLI takes it: `bus`, `inbox:a1`, `role:x`, ..."""
+        return short if short.startswith("swarm:{") else self.prefix + short
+
+    def short(self, stream: str) -> str:
+        """Inverse of `stream`: the name without the swarm prefix."""
+        return stream.removeprefix(self.prefix)

@@ -1,0 +1,30 @@
+"""Lua scripts: one `.lua` file per multi-key change, loaded once per client and run by EVALSHA."""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.resources import files
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+@cache
+def source(name: str) -> str:
+    """The text of `swarm/lua/<name>.lua` (read once per process)."""
+    return files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Scripts:
+    """The scripts registered on one client; `scripts["publish"]` is an awaitable AsyncScript."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._loaded: dict[str, AsyncScript] = {}
+
+    def __getitem__(self, name: str) -> AsyncScript:
+        script = self._loaded.get(name)
+        if script is None:
+            # register_script computes the SHA once; EVALSHA falls back to SCRIPT LOAD on NOSCRIPT.
+            script = self._loaded[name] = self._redis.register_script(source(name))
+        return script

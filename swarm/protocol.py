@@ -1,0 +1,247 @@
+"""The wire protocol: one versioned envelope per message kind, encode/decode, no I/O.
+
+A message on the wire is a JSON object `{"v": 1, "id": ..., "kind": ..., "sender": ..., "to": ...,
+"ts": ..., "body": {...}, ...}`. Decoding happens once, at the edge; past `decode` code trusts
+typed objects. `protocols/PROTOCOL.md` is the language-neutral description of the same contract.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from ulid import ULID
+
+from swarm.errors import DecodeError, MessageTooLarge
+
+VERSION = 1
+DEFAULT_MAX_BYTES = 64 * 1024
+
+AGENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+RECIPIENT_PATTERN = r"^(@all|@captain|@role:[A-Za-z0-9_.-]{1,64}|[A-Za-z0-9_.-]{1,64})$"
+TAG_PATTERN = r"^[A-Za-z0-9_.:/=-]{1,64}$"
+
+AgentName = Annotated[str, Field(pattern=AGENT_PATTERN)]
+Recipient = Annotated[str, Field(pattern=RECIPIENT_PATTERN)]
+Text = Annotated[str, Field(max_length=16_384)]
+Id = Annotated[str, Field(min_length=1, max_length=128)]
+Scalar: TypeAlias = str | int | float | bool | None
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+# --- bodies -------------------------------------------------------------------------------------
+
+
+class StatusBody(_Model):
+    """What an agent says it is doing: free text, the chatter discovery listens to."""
+
+    text: Text
+    state: Literal["idle", "working", "blocked", "done", "error"] | None = None
+    task_id: Id | None = None
+
+
+class HeartbeatBody(_Model):
+    """Liveness of one agent instance, with its load against its capacity."""
+
+    instance: Id
+    load: int = Field(0, ge=0)
+    capacity: int = Field(1, ge=1)
+
+
+class ChatBody(_Model):
+    """Free text between agents or to the captain."""
+
+    text: Text
+
+
+class AssignmentBody(_Model):
+    """The captain gives a task to an agent; `token` is the fencing token the owner must present."""
+
+    task_id: Id
+    token: int = Field(ge=1)
+    task_kind: Annotated[str, Field(min_length=1, max_length=64)]
+    title: Text = ""
+
+
+class TaskEventBody(_Model):
+    """One transition on the task board, as the audit log records it."""
+
+    task_id: Id
+    event: Annotated[str, Field(min_length=1, max_length=32)]
+    state: Annotated[str, Field(min_length=1, max_length=32)]
+    owner: AgentName | None = None
+    token: int = Field(0, ge=0)
+    detail: Text = ""
+
+
+class SignalBody(_Model):
+    """Coalesced repetition: one signal stands for `count` near-identical status messages."""
+
+    agent: AgentName
+    fingerprint: Annotated[str, Field(min_length=1, max_length=64)]
+    count: int = Field(ge=1)
+    first_seen: int = Field(ge=0)
+    last_seen: int = Field(ge=0)
+    sample: Text = ""
+    evidence: tuple[Id, ...] = Field((), max_length=256)
+
+
+class CommandBody(_Model):
+    """An instruction to an agent or the captain (`stop`, `drain`, `ping`, ...)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    args: dict[Annotated[str, Field(max_length=64)], Scalar] = Field(default_factory=dict)
+
+
+Body: TypeAlias = (
+    StatusBody | HeartbeatBody | ChatBody | AssignmentBody | TaskEventBody | SignalBody | CommandBody
+)
+
+
+# --- envelopes ----------------------------------------------------------------------------------
+
+
+def new_id() -> str:
+    """A new message id: a ULID, so ids sort by creation time."""
+    return str(ULID())
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds since the epoch, the unit of every timestamp on the wire."""
+    return time.time_ns() // 1_000_000
+
+
+class _Envelope(_Model):
+    v: Literal[1] = 1
+    id: Id = Field(default_factory=new_id)
+    sender: AgentName
+    to: Recipient = "@all"
+    ts: int = Field(default_factory=now_ms, ge=0)
+    priority: Literal["normal", "urgent"] = "normal"
+    correlation_id: Id | None = None
+    reply_to: Recipient | None = None
+    tags: tuple[Annotated[str, Field(pattern=TAG_PATTERN)], ...] = Field((), max_length=32)
+    ttl: float | None = Field(None, gt=0, description="Seconds after `ts` when the message is stale.")
+
+    def expired(self, at_ms: int | None = None) -> bool:
+        """True when the message carries a ttl and it has run out."""
+        if self.ttl is None:
+            return False
+        return (now_ms() if at_ms is None else at_ms) > self.ts + self.ttl * 1000
+
+
+class Status(_Envelope):
+    """A status message (`kind: status`)."""
+
+    kind: Literal["status"] = "status"
+    body: StatusBody
+
+
+class Heartbeat(_Envelope):
+    """A heartbeat message (`kind: heartbeat`)."""
+
+    kind: Literal["heartbeat"] = "heartbeat"
+    body: HeartbeatBody
+
+
+class Chat(_Envelope):
+    """A chat message (`kind: chat`)."""
+
+    kind: Literal["chat"] = "chat"
+    body: ChatBody
+
+
+class Assignment(_Envelope):
+    """An assignment message (`kind: assignment`)."""
+
+    kind: Literal["assignment"] = "assignment"
+    body: AssignmentBody
+
+
+class TaskEvent(_Envelope):
+    """A task-event message (`kind: task_event`)."""
+
+    kind: Literal["task_event"] = "task_event"
+    body: TaskEventBody
+
+
+class Signal(_Envelope):
+    """A repetition signal (`kind: signal`)."""
+
+    kind: Literal["signal"] = "signal"
+    body: SignalBody
+
+
+class Command(_Envelope):
+    """A command message (`kind: command`)."""
+
+    kind: Literal["command"] = "command"
+    body: CommandBody
+
+
+Message: TypeAlias = Annotated[
+    Status | Heartbeat | Chat | Assignment | TaskEvent | Signal | Command,
+    Field(discriminator="kind"),
+]
+KINDS: tuple[str, ...] = ("status", "heartbeat", "chat", "assignment", "task_event", "signal", "command")
+_BY_BODY: dict[type[_Model], type[_Envelope]] = {
+    StatusBody: Status,
+    HeartbeatBody: Heartbeat,
+    ChatBody: Chat,
+    AssignmentBody: Assignment,
+    TaskEventBody: TaskEvent,
+    SignalBody: Signal,
+    CommandBody: Command,
+}
+MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
+
+
+def message(body: Body, *, sender: str, to: str = "@all", **fields: Any) -> Message:
+    """Wrap a body in the envelope of its kind: `message(ChatBody(text="hi"), sender="a", to="b")`."""
+    envelope: Any = _BY_BODY[type(body)]
+    built: Message = envelope(body=body, sender=sender, to=to, **fields)
+    return built
+
+
+def encode(msg: Message, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """JSON bytes of `msg`; raises MessageTooLarge past `max_bytes`."""
+    raw = msg.__pydantic_serializer__.to_json(msg, exclude_none=True)
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(_too_large(len(raw), max_bytes))
+    return raw
+
+
+def decode(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+    """Parse and validate one message; raises DecodeError whose `reason` says what is wrong."""
+    if len(raw) > max_bytes:
+        raise MessageTooLarge(_too_large(len(raw), max_bytes))
+    try:
+        return MESSAGE.validate_json(raw)
+    except ValidationError as exc:
+        raise DecodeError(_reason(exc)) from None
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"message is {size} bytes, over the {limit}-byte limit; send large payloads by reference"
+
+
+def _reason(exc: ValidationError) -> str:
+    """One stable line from pydantic's errors: the first three, `path: message`."""
+    parts: list[str] = []
+    for err in exc.errors(include_url=False, include_input=False)[:3]:
+        kind = err["type"]
+        if kind == "json_invalid":
+            return f"invalid JSON: {err['ctx']['error']}" if "ctx" in err else "invalid JSON"
+        if kind == "model_attributes_type" and not err["loc"]:
+            return "message must be a JSON object"
+        if kind == "union_tag_not_found":
+            return "missing field 'kind'"
+        if kind == "union_tag_invalid":
+            return f"unknown kind {err['ctx']['tag']!r}; expected one of: {', '.join(KINDS)}"
+        loc = ".".join(str(p) for p in err["loc"][1:]) or "message"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)

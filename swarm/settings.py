@@ -1,0 +1,52 @@
+"""One settings object, read from `SWARM_*` environment variables and passed down explicitly."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Settings(BaseSettings):
+    """Everything a swarm process needs to know. No module-level singleton: build one and pass it."""
+
+    model_config = SettingsConfigDict(env_prefix="SWARM_", frozen=True, extra="ignore")
+
+    name: str = Field("default", description="Swarm name; every key of one swarm shares its hash tag.")
+    redis_url: str | None = Field(None, description="redis://, rediss:// or unix://; unset = embedded Valkey.")
+    home: Path = Field(Path(".swarm"), description="Where the embedded server keeps its data and logs.")
+    stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN of every stream.")
+    max_message_bytes: int = Field(64 * 1024, ge=256, description="Size limit on encode and decode.")
+    max_deliveries: int = Field(5, ge=1, description="Deliveries after which an entry is dead-lettered.")
+    reclaim_idle_ms: int = Field(30_000, ge=10, description="Pending entries idle this long are reclaimed.")
+    reclaim_every_s: float = Field(5.0, gt=0, description="How often a consumer reclaims dead peers' entries.")
+    block_ms: int = Field(1_000, ge=1, description="XREADGROUP BLOCK; bounds how fast a consumer sees stop.")
+    read_count: int = Field(128, ge=1, description="Entries fetched per XREADGROUP call.")
+    connect_retries: int = Field(6, ge=0, description="Retries with exponential backoff on connection loss.")
+    log_level: str = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"swarm name {value!r} must be 1-64 characters of letters, digits, '_', '.' or '-'"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        assert value is not None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"SWARM_REDIS_URL {value!r} must start with redis://, rediss:// or unix:// "
+                "(or leave it unset to use the embedded server)"
+            )
+        return value
