@@ -23,7 +23,7 @@ class DecodeError(SwarmError):
         self.reason = reason
 
 
-class MessageTooLarge(DecodeError):  # noqa: N818 - reads as the condition it names
+class MessageTooLarge(DecodeError):
     """Raised when a message exceeds the size limit, on encode or on decode."""
 
 
@@ -35,5 +35,25 @@ class BackendError(SwarmError):
     """Raised when Redis answers with an error swarm did not expect (a translated redis-py error)."""
 
 
-class ConnectionLost(BackendError):  # noqa: N818 - reads as the condition it names
+class ConnectionLost(BackendError):
     """Raised when Redis is unreachable after the retries with backoff are spent."""
+
+
+class TaskNotFound(SwarmError):
+    """Raised when a task id names no task on the board."""
+
+
+class StaleToken(SwarmError):
+    """Raised when a fencing token is not the task's current one: the caller lost its lease."""
+
+
+class IllegalTransition(SwarmError):
+    """Raised when a task's state does not allow the requested transition (terminal states allow none)."""
+
+
+class NotReady(IllegalTransition):
+    """Raised when assigning a task that is open but waits on dependencies or a retry backoff."""
+
+
+class NotLeader(SwarmError):
+    """Raised when a captain that lost (or never had) the leader lease tries to assign."""

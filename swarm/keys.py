@@ -74,3 +74,70 @@ class Keys:
     def short(self, stream: str) -> str:
         """Inverse of `stream`: the name without the swarm prefix."""
         return stream.removeprefix(self.prefix)
+
+    # --- board (the Lua scripts build the same names from `prefix`; see swarm/lua/board_lib.lua) ---
+    def task(self, task_id: str) -> str:
+        """Hash: one task's fields."""
+        return f"{self.prefix}task:{task_id}"
+
+    def history(self, task_id: str) -> str:
+        """List: every event of one task, oldest first (copies of its board-event stream entries)."""
+        return f"{self.prefix}history:{task_id}"
+
+    def state(self, state: str) -> str:
+        """Sorted set: ids of tasks in `state`, scored by creation time."""
+        return f"{self.prefix}state:{state}"
+
+    @property
+    def tasks(self) -> str:
+        """Sorted set: every task id, scored by creation time."""
+        return self.prefix + "tasks"
+
+    @property
+    def ready(self) -> str:
+        """Sorted set: open tasks whose dependencies are done, in claim order (priority, then age)."""
+        return self.prefix + "ready"
+
+    @property
+    def delayed(self) -> str:
+        """Sorted set: open tasks backing off after a failure, scored by when they become ready."""
+        return self.prefix + "delayed"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: owned tasks scored by lease expiry (ms)."""
+        return self.prefix + "leases"
+
+    def owned(self, agent: str) -> str:
+        """Set: ids of the tasks an agent owns (assigned or running)."""
+        return f"{self.prefix}owned:{agent}"
+
+    def affinity(self, agent: str) -> str:
+        """Set: files an agent finished tasks on (the captain prefers it for tasks on them)."""
+        return f"{self.prefix}affinity:{agent}"
+
+    @property
+    def dedup(self) -> str:
+        """Hash: dedup key -> task id, what makes create idempotent."""
+        return self.prefix + "dedup"
+
+    # --- agents and captain ----------------------------------------------------------------------
+    @property
+    def agents(self) -> str:
+        """Hash: agent name -> its card (JSON)."""
+        return self.prefix + "agents"
+
+    @property
+    def agent_seen(self) -> str:
+        """Sorted set: agent name scored by its last heartbeat (ms)."""
+        return self.prefix + "agents:seen"
+
+    @property
+    def leader(self) -> str:
+        """String `<epoch>:<instance>` with a TTL: the captain that holds the leader lease."""
+        return self.prefix + "captain:leader"
+
+    @property
+    def epoch(self) -> str:
+        """Counter: the leader epoch, incremented by every captain that takes the lease."""
+        return self.prefix + "captain:epoch"

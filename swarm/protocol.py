@@ -26,7 +26,8 @@ AgentName = Annotated[str, Field(pattern=AGENT_PATTERN)]
 Recipient = Annotated[str, Field(pattern=RECIPIENT_PATTERN)]
 Text = Annotated[str, Field(max_length=16_384)]
 Id = Annotated[str, Field(min_length=1, max_length=128)]
-Scalar: TypeAlias = str | int | float | bool | None
+# Finite: JSON has no inf/NaN, so a value that would not survive encoding is refused on the way in.
+Scalar: TypeAlias = str | int | Annotated[float, Field(allow_inf_nan=False)] | bool | None
 
 
 class _Model(BaseModel):
@@ -65,6 +66,7 @@ class AssignmentBody(_Model):
     token: int = Field(ge=1)
     task_kind: Annotated[str, Field(min_length=1, max_length=64)]
     title: Text = ""
+    instance: Id | None = Field(None, description="The agent instance it is for; a restarted agent ignores others.")
 
 
 class TaskEventBody(_Model):
@@ -125,7 +127,9 @@ class _Envelope(_Model):
     correlation_id: Id | None = None
     reply_to: Recipient | None = None
     tags: tuple[Annotated[str, Field(pattern=TAG_PATTERN)], ...] = Field((), max_length=32)
-    ttl: float | None = Field(None, gt=0, description="Seconds after `ts` when the message is stale.")
+    ttl: float | None = Field(
+        None, gt=0, allow_inf_nan=False, description="Seconds after `ts` when the message is stale."
+    )
 
     def expired(self, at_ms: int | None = None) -> bool:
         """True when the message carries a ttl and it has run out."""
@@ -217,10 +221,12 @@ def encode(msg: Message, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
 
 def decode(raw: bytes | str, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
     """Parse and validate one message; raises DecodeError whose `reason` says what is wrong."""
-    if len(raw) > max_bytes:
-        raise MessageTooLarge(_too_large(len(raw), max_bytes))
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)  # bytes, not chars
+    if size > max_bytes:
+        raise MessageTooLarge(_too_large(size, max_bytes))
     try:
-        return MESSAGE.validate_json(raw)
+        # strict: the wire is typed JSON, as the schemas say; "3" is not an integer, true is not 1.
+        return MESSAGE.validate_json(raw, strict=True)
     except ValidationError as exc:
         raise DecodeError(_reason(exc)) from None
 
@@ -236,7 +242,7 @@ def _reason(exc: ValidationError) -> str:
         kind = err["type"]
         if kind == "json_invalid":
             return f"invalid JSON: {err['ctx']['error']}" if "ctx" in err else "invalid JSON"
-        if kind == "model_attributes_type" and not err["loc"]:
+        if kind in ("dict_type", "model_attributes_type") and not err["loc"]:
             return "message must be a JSON object"
         if kind == "union_tag_not_found":
             return "missing field 'kind'"

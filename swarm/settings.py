@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     read_count: int = Field(128, ge=1, description="Entries fetched per XREADGROUP call.")
     connect_retries: int = Field(6, ge=0, description="Retries with exponential backoff on connection loss.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    lease_s: float = Field(30.0, gt=0, description="Task lease; heartbeats extend it, expiry reclaims the task.")
+    max_attempts: int = Field(3, ge=1, description="Default attempts per task before it is failed.")
+    retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles per attempt, capped at 60 s.")
+    heartbeat_s: float = Field(2.0, gt=0, description="Agent heartbeat period; stale after 3, gone after 15.")
+    leader_lease_s: float = Field(5.0, gt=0, description="Captain leader lease; a standby takes over after it.")
 
     @field_validator("name")
     @classmethod

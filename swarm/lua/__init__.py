@@ -8,11 +8,17 @@ from importlib.resources import files
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+INCLUDE = "--!include "
+
 
 @cache
 def source(name: str) -> str:
-    """The text of `swarm/lua/<name>.lua` (read once per process)."""
-    return files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    """The text of `swarm/lua/<name>.lua` (read once per process), with its `--!include X` lines
+    replaced by the text of `X.lua`: Lua scripts on Redis cannot import, so shared helpers are inlined."""
+    text = files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+    lines = [source(line.removeprefix(INCLUDE).strip()) if line.startswith(INCLUDE) else line
+             for line in text.splitlines()]
+    return "\n".join(lines) + "\n"
 
 
 class Scripts:

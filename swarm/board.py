@@ -1,0 +1,292 @@
+"""The task board: tasks with fenced leases, every transition one Lua script.
+
+States: `open -> assigned -> running -> done | failed`, plus `blocked` and `cancelled`; terminal
+states (`done`, `failed`, `cancelled`) never change. Ownership changes bump the task's fencing
+token; an owner must present its token, so a worker that lost its lease is refused, never silently
+accepted. Each script appends its transition to the board-event stream in the same atomic step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from redis.asyncio import Redis
+
+from swarm.connection import translated
+from swarm.errors import IllegalTransition, NotLeader, NotReady, StaleToken, SwarmError, TaskNotFound
+from swarm.keys import Keys
+from swarm.lua import Scripts
+from swarm.protocol import TaskEvent, decode, new_id
+from swarm.settings import Settings
+
+State = Literal["open", "assigned", "running", "done", "failed", "blocked", "cancelled"]
+STATES: tuple[State, ...] = ("open", "assigned", "running", "blocked", "done", "failed", "cancelled")
+TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
+KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+_ERRORS: dict[str, type[SwarmError]] = {
+    "not_found": TaskNotFound,
+    "stale_token": StaleToken,
+    "illegal": IllegalTransition,
+    "not_ready": NotReady,
+    "not_leader": NotLeader,
+}
+
+
+class TaskSpec(BaseModel):
+    """What it takes to create a task. `caps` defaults to the task's kind."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(pattern=KIND_PATTERN)
+    title: str = Field(min_length=1, max_length=300)
+    body: str = Field("", max_length=32_768)
+    priority: int = Field(5, ge=0, le=9, description="0 (lowest) to 9 (most urgent).")
+    key: str = Field("", max_length=512, description="Dedup key: a second create with it returns the first task.")
+    evidence: tuple[str, ...] = Field((), description="Ids of the messages that caused the task.")
+    blocked_by: tuple[str, ...] = ()
+    caps: tuple[str, ...] = ()
+    files: tuple[str, ...] = Field((), description="Files the task touches (the captain's affinity hint).")
+    max_attempts: int | None = Field(None, ge=1, le=100)
+
+    @field_validator("caps", "evidence", "blocked_by")
+    @classmethod
+    def _no_commas(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            if not value or "," in value:
+                raise ValueError(f"{value!r} must be non-empty and contain no comma")
+        return values
+
+
+class Task(BaseModel):
+    """A task as the board holds it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    kind: str
+    title: str
+    body: str = ""
+    priority: int = 5
+    key: str = ""
+    evidence: tuple[str, ...] = ()
+    blocked_by: tuple[str, ...] = ()
+    caps: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    state: State
+    owner: str | None = None
+    token: int = 0
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_until: int = 0
+    not_before: int = 0
+    deps_left: int = 0
+    created: int = 0
+    updated: int = 0
+    result: str = ""
+    reason: str = ""
+
+    @property
+    def terminal(self) -> bool:
+        """True for done, failed and cancelled: states that never change again."""
+        return self.state in TERMINAL
+
+    @classmethod
+    def from_redis(cls, fields: dict[str, str]) -> Task:
+        """Build from the task hash (all values strings; lists comma- or newline-joined)."""
+        data: dict[str, Any] = dict(fields)
+        data["blocked_by"] = _split(fields.get("deps", ""), ",")
+        data.pop("deps", None)
+        for name in ("evidence", "caps"):
+            data[name] = _split(fields.get(name, ""), ",")
+        data["files"] = _split(fields.get("files", ""), "\n")
+        data["owner"] = fields.get("owner") or None
+        return cls.model_validate(data)
+
+    def summary(self) -> dict[str, Any]:
+        """The JSON form the CLI prints (`--json`)."""
+        return self.model_dump(mode="json")
+
+
+def text(value: bytes | str) -> str:
+    """A Redis reply value as text."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _split(value: str, sep: str) -> tuple[str, ...]:
+    return tuple(v for v in value.split(sep) if v) if value else ()
+
+
+class Board:
+    """Every task operation of one swarm; each mutation is one atomic script call."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.name)
+        self.scripts = Scripts(redis)
+
+    @property
+    def lease_ms(self) -> int:
+        """The lease length every hand-out and heartbeat grants, in milliseconds."""
+        return int(self.settings.lease_s * 1000)
+
+    async def _call(self, script: str, *args: str | int | float) -> dict[str, Any]:
+        with translated(f"running board script {script}"):
+            raw = await self.scripts[script](
+                keys=[self.keys.events],
+                args=[self.keys.prefix, new_id(), self.settings.stream_maxlen, *args],
+            )
+        reply: dict[str, Any] = json.loads(raw)
+        if "error" in reply:
+            raise _ERRORS.get(reply["error"], SwarmError)(reply["message"])
+        return reply
+
+    async def _task(self, script: str, *args: str | int | float) -> Task:
+        return Task.from_redis((await self._call(script, *args))["task"])
+
+    # --- creating and reading ------------------------------------------------------------------
+    async def create(self, spec: TaskSpec) -> tuple[Task, bool]:
+        """Create a task; with a dedup key already used, return that task and False."""
+        payload = {
+            "kind": spec.kind, "title": spec.title, "body": spec.body, "priority": spec.priority,
+            "key": spec.key, "evidence": ",".join(spec.evidence), "deps": list(spec.blocked_by),
+            "caps": ",".join(spec.caps or (spec.kind,)), "files": "\n".join(spec.files),
+            "max_attempts": spec.max_attempts or self.settings.max_attempts,
+        }
+        reply = await self._call("create", json.dumps(payload))
+        return Task.from_redis(reply["task"]), bool(reply["created"])
+
+    async def get(self, task_id: str) -> Task:
+        """One task, or TaskNotFound."""
+        with translated("reading a task"):
+            fields = await self.redis.hgetall(self.keys.task(task_id))
+        if not fields:
+            raise TaskNotFound(f"no task {task_id} on this board; `swarm task list` shows the ids")
+        return Task.from_redis({text(k): text(v) for k, v in fields.items()})
+
+    async def tasks(self, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Task]:
+        """Tasks, oldest first, optionally of one state and/or kind."""
+        index = self.keys.state(state) if state else self.keys.tasks
+        with translated("listing tasks"):
+            ids = cast(list[bytes], await self.redis.zrange(index, 0, -1 if kind else limit - 1))
+        tasks = [t for t in await self._many(ids) if kind is None or t.kind == kind]
+        return tasks[:limit]
+
+    async def _many(self, ids: Sequence[bytes | str]) -> list[Task]:
+        with translated("reading tasks"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(self.keys.task(text(task_id)))
+                rows = await pipe.execute()
+        return [Task.from_redis({k.decode(): v.decode() for k, v in row.items()}) for row in rows if row]
+
+    async def counts(self) -> dict[str, int]:
+        """Number of tasks in each state."""
+        with translated("counting tasks"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for state in STATES:
+                    pipe.zcard(self.keys.state(state))
+                values = await pipe.execute()
+        return dict(zip(STATES, (int(v) for v in values), strict=True))
+
+    async def ready(self, limit: int = 1000) -> list[Task]:
+        """Ready tasks in claim order: open, dependencies done, not backing off."""
+        with translated("reading the ready queue"):
+            ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, 0, limit - 1))
+        return await self._many(ids)
+
+    async def history(self, task_id: str) -> list[TaskEvent]:
+        """Every transition of the task, oldest first."""
+        await self.get(task_id)
+        with translated("reading task history"):
+            rows = await self.redis.lrange(self.keys.history(task_id), 0, -1)
+        events: list[TaskEvent] = []
+        for row in rows:
+            msg = decode(row)
+            if isinstance(msg, TaskEvent):
+                events.append(msg)
+        return events
+
+    async def owned(self, agent: str) -> set[str]:
+        """Ids of the tasks `agent` owns now."""
+        with translated("reading an agent's tasks"):
+            return {text(i) for i in await self.redis.smembers(self.keys.owned(agent))}
+
+    async def affinity(self, agent: str) -> set[str]:
+        """Files `agent` has finished tasks on."""
+        with translated("reading affinity"):
+            return {text(i) for i in await self.redis.smembers(self.keys.affinity(agent))}
+
+    # --- the captain's and humans' transitions -------------------------------------------------
+    async def assign(
+        self, task_id: str, agent: str, *, instance: str = "", epoch: int | None = None, force: bool = False
+    ) -> Task:
+        """Give an open, ready task to `agent` (with `force`, take it from its current owner) and
+        write the assignment to the agent's inbox in the same step. `epoch` fences a deposed captain."""
+        return await self._task(
+            "assign", task_id, agent, instance, self.lease_ms, "" if epoch is None else epoch,
+            "1" if force else "0", new_id(),
+        )
+
+    async def cancel(self, task_id: str, reason: str = "cancelled") -> Task:
+        """Cancel a non-terminal task; its owner's token stops working."""
+        return await self._task("manage", "cancel", task_id, reason)
+
+    async def unblock(self, task_id: str, note: str = "") -> Task:
+        """Put a blocked task back to open."""
+        return await self._task("manage", "unblock", task_id, note)
+
+    async def reclaim_expired(self, limit: int = 500) -> tuple[list[str], int | None]:
+        """Return expired leases to open (or failed past max_attempts); the ids moved, and the
+        time (ms) of the next lease expiry or backoff end, when the captain should look again."""
+        reply = await self._call("reclaim", limit)
+        moved = reply.get("moved") or []
+        wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
+        return list(moved), int(min(wake)) if wake else None
+
+    # --- the owner's transitions ---------------------------------------------------------------
+    async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:
+        """Take the best ready task `agent` is capable of (`*` = anything); None when none is."""
+        reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms)
+        return None if reply.get("empty") else Task.from_redis(reply["task"])
+
+    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True) -> Task:
+        return await self._task(
+            "own", action, task_id, str(token), self.lease_ms, text,
+            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0",
+        )
+
+    async def start(self, task_id: str, token: int) -> Task:
+        """assigned -> running."""
+        return await self._own("start", task_id, token)
+
+    async def heartbeat(self, task_id: str, token: int) -> Task:
+        """Extend the lease by `lease_s`."""
+        return await self._own("heartbeat", task_id, token)
+
+    async def complete(self, task_id: str, token: int, result: str = "") -> Task:
+        """-> done with `result`."""
+        return await self._own("done", task_id, token, result)
+
+    async def fail(self, task_id: str, token: int, reason: str, *, retry: bool = True) -> Task:
+        """-> open after a backoff while attempts remain (and `retry`), else failed with `reason`."""
+        return await self._own("fail", task_id, token, reason, retry)
+
+    async def release(self, task_id: str, token: int, note: str = "released") -> Task:
+        """Give the task back (graceful shutdown): open again now, the attempt not counted."""
+        return await self._own("release", task_id, token, note)
+
+    async def block(self, task_id: str, token: int, reason: str) -> Task:
+        """-> blocked with a reason; `unblock` reopens it."""
+        return await self._own("block", task_id, token, reason)
+
+
+def check_state(value: str | None) -> str | None:
+    """Validate a `--state` option value."""
+    if value is not None and value not in STATES:
+        raise IllegalTransition(f"unknown state {value!r}; use one of: {', '.join(STATES)}")
+    return value

@@ -1,0 +1,246 @@
+"""The captain: assigns ready tasks to live agents, reaps expired leases, explains itself.
+
+Event-driven: it wakes on board events and on messages to `@captain` (an agent registering,
+finishing, going idle), and otherwise sleeps exactly until the next lease expiry or retry backoff
+ends. Only the holder of the leader lease assigns; its epoch is checked inside the assign script,
+so a deposed captain cannot assign even if it has not noticed yet.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import anyio
+import structlog
+from redis.asyncio import Redis
+
+from swarm.board import Board, Task, text
+from swarm.connection import translated
+from swarm.errors import ConnectionLost, IllegalTransition, NotLeader
+from swarm.keys import Keys
+from swarm.lua import Scripts
+from swarm.protocol import new_id, now_ms
+from swarm.registry import AgentInfo, Registry
+from swarm.settings import Settings
+
+log = structlog.get_logger("swarm.captain")
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """An agent able to take more work right now."""
+
+    info: AgentInfo
+    load: int
+    affinity: frozenset[str]
+
+
+def plan(tasks: list[Task], slots: list[Slot]) -> list[tuple[Task, str]]:
+    """Deterministic matching of ready tasks (in claim order) to agents.
+
+    For each task, among live agents with the capabilities and spare capacity: the one that worked
+    on the most of the task's files, then the least loaded (relative to its concurrency), then by
+    name. Pure: the same inputs always give the same plan.
+    """
+    load = {s.info.card.name: s.load for s in slots}
+    out: list[tuple[Task, str]] = []
+    for task in tasks:
+        best: tuple[int, float, str] | None = None
+        for s in slots:
+            card = s.info.card
+            if not card.can(task.caps) or load[card.name] >= card.concurrency:
+                continue
+            rank = (-len(s.affinity.intersection(task.files)), load[card.name] / card.concurrency, card.name)
+            if best is None or rank < best:
+                best = rank
+        if best is not None:
+            load[best[2]] += 1
+            out.append((task, best[2]))
+    return out
+
+
+class Captain:
+    """One captain process; several may run, one leads (see `run`)."""
+
+    def __init__(self, redis: Redis, settings: Settings, instance: str | None = None) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.name)
+        self.board = Board(redis, settings)
+        self.registry = Registry(redis, settings)
+        self.instance = instance or new_id()
+        self.epoch = 0
+        self._scripts = Scripts(redis)
+        self._wake = anyio.Event()
+        self.assigned = 0
+
+    @property
+    def leading(self) -> bool:
+        """True while this captain holds the leader lease."""
+        return self.epoch > 0
+
+    async def elect(self) -> int:
+        """Acquire or renew the leader lease; returns our epoch, or 0 when another captain leads."""
+        lease_ms = int(self.settings.leader_lease_s * 1000)
+        with translated("renewing the leader lease"):
+            epoch = int(await self._scripts["leader"](keys=[self.keys.leader, self.keys.epoch],
+                                                      args=[self.instance, lease_ms]))
+        if epoch and not self.epoch:
+            log.info("leading", instance=self.instance, epoch=epoch)
+            self.wake()
+        elif self.epoch and not epoch:
+            log.warning("lost the leader lease; standing by", instance=self.instance, epoch=self.epoch)
+        self.epoch = epoch
+        return epoch
+
+    async def resign(self) -> None:
+        """Give the leader lease up now (clean shutdown), so a standby need not wait for it to expire."""
+        with translated("releasing the leader lease"):
+            await self._scripts["leader"](keys=[self.keys.leader, self.keys.epoch], args=[self.instance, "release"])
+        self.epoch = 0
+
+    def wake(self) -> None:
+        """Ask the assign loop to look at the board now."""
+        self._wake.set()
+
+    async def tick(self) -> int | None:
+        """Reap expired leases and assign what can be assigned. Returns when to look again (ms)."""
+        _, wake_at = await self.board.reclaim_expired()
+        tasks = await self.board.ready()
+        if not tasks:
+            return wake_at
+        slots = await self.slots()
+        pairs = plan(tasks, slots)
+        instances = {s.info.card.name: s.info.card.instance for s in slots}
+        for task, agent in pairs:
+            try:
+                await self.board.assign(task.id, agent, instance=instances[agent], epoch=self.epoch)
+                self.assigned += 1
+            except NotLeader:
+                self.epoch = 0
+                log.warning("deposed while assigning; standing by", instance=self.instance)
+                break
+            except IllegalTransition as exc:  # claimed or cancelled meanwhile: fine, next
+                log.debug("task moved before assignment", task=task.id, reason=str(exc))
+        return wake_at
+
+    async def slots(self) -> list[Slot]:
+        """Live agents with their current load and affinity."""
+        agents = [a for a in await self.registry.all() if a.liveness == "alive"]
+        with translated("reading agent loads"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for a in agents:
+                    pipe.scard(self.keys.owned(a.card.name))
+                    pipe.smembers(self.keys.affinity(a.card.name))
+                rows = await pipe.execute()
+        return [
+            Slot(info=a, load=int(rows[2 * i]), affinity=frozenset(f.decode() for f in rows[2 * i + 1]))
+            for i, a in enumerate(agents)
+        ]
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Lead or stand by until cancelled; on the way out, hand the lease over."""
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._keep_lease)
+                tg.start_soon(self._listen)
+                task_status.started()
+                await self._assign_loop()
+        finally:
+            with anyio.CancelScope(shield=True):
+                if self.leading:
+                    await self.resign()
+
+    async def _keep_lease(self) -> None:
+        period = self.settings.leader_lease_s / 3
+        while True:
+            try:
+                await self.elect()
+            except ConnectionLost as exc:
+                log.warning("cannot reach Redis for the leader lease", error=str(exc))
+                self.epoch = 0
+            await anyio.sleep(period)
+
+    async def _listen(self) -> None:
+        """Wake the assign loop on every board event and message to the captain (plain XREAD: the
+        events are a trigger; the board itself is the truth, so none needs to be acked)."""
+        streams: dict[Any, Any] = {self.keys.events: "$", self.keys.captain: "$"}
+        while True:
+            try:
+                with translated("waiting for board events"):
+                    reply = cast(list[Any], await self.redis.xread(streams, block=1000, count=1000))
+            except ConnectionLost as exc:
+                log.warning("cannot reach Redis for events", error=str(exc))
+                await anyio.sleep(0.5)
+                continue
+            for stream, entries in reply or []:
+                streams[text(stream)] = text(entries[-1][0])
+            if reply:
+                self.wake()
+
+    async def _assign_loop(self) -> None:
+        wake_at: int | None = None
+        while True:
+            timeout = math.inf if wake_at is None else max(0.0, (wake_at - now_ms()) / 1000)
+            # Even with nothing scheduled, look again within a lease period: agents going stale
+            # or coming back changes who can take work, and that is not a board event.
+            with anyio.move_on_after(min(timeout, self.settings.leader_lease_s)):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if not self.leading:
+                wake_at = None
+                continue
+            started = time.perf_counter()
+            try:
+                wake_at = await self.tick()
+            except ConnectionLost as exc:
+                log.warning("cannot reach Redis to assign", error=str(exc))
+                wake_at = now_ms() + 500
+            log.debug("tick", ms=round((time.perf_counter() - started) * 1000, 2), assigned=self.assigned)
+
+    async def why(self, task_id: str) -> str:
+        """Why the task is, or is not, assigned: one or two plain sentences."""
+        task = await self.board.get(task_id)
+        if task.terminal:
+            detail = task.result or task.reason
+            return f"{task.id} is {task.state}" + (f": {detail}" if detail else "") + "; terminal, it never changes."
+        if task.state in ("assigned", "running"):
+            left = max(0, task.lease_until - now_ms()) / 1000
+            return (f"{task.id} is {task.state} by {task.owner} (token {task.token}, attempt {task.attempts} of "
+                    f"{task.max_attempts}, lease {left:.1f}s left).")
+        if task.state == "blocked":
+            reason = task.reason or "no reason given"
+            return f"{task.id} is blocked: {reason}; `swarm task unblock {task.id}` reopens it."
+        if task.deps_left > 0:
+            deps = [await self.board.get(d) for d in task.blocked_by]
+            waiting = ", ".join(f"{d.id} ({d.state})" for d in deps if d.state != "done")
+            dead = [d.id for d in deps if d.state in ("failed", "cancelled")]
+            tail = f"; {', '.join(dead)} will never finish: cancel {task.id} or recreate it" if dead else ""
+            return f"{task.id} is open but waits on blocked-by {waiting}{tail}."
+        if task.not_before > now_ms():
+            left = (task.not_before - now_ms()) / 1000
+            return f"{task.id} is open, backing off {left:.1f}s after a failure: {task.reason}."
+        return await self._why_ready(task)
+
+    async def _why_ready(self, task: Task) -> str:
+        slots = await self.slots()
+        capable = [s for s in slots if s.info.card.can(task.caps)]
+        caps = ",".join(task.caps)
+        if not capable:
+            live = ", ".join(f"{s.info.card.name} ({','.join(s.info.card.capabilities)})" for s in slots) or "none"
+            return (f"{task.id} is ready but no live agent can do [{caps}]; live agents: {live}. "
+                    f"Start one with `swarm agent run --name NAME --can {caps}`.")
+        free = [s for s in capable if s.load < s.info.card.concurrency]
+        if not free:
+            busy = ", ".join(f"{s.info.card.name} {s.load}/{s.info.card.concurrency}" for s in capable)
+            return f"{task.id} is ready; every capable agent is at capacity ({busy})."
+        with translated("reading the leader"):
+            leader = await self.redis.get(self.keys.leader)
+        if leader is None:
+            return f"{task.id} is ready and {free[0].info.card.name} could take it, but no captain leads: " \
+                   "start one with `swarm captain run`."
+        ahead = cast(int | None, await self.redis.zrank(self.keys.ready, task.id))
+        return f"{task.id} is ready (position {(ahead or 0) + 1} in the queue); the captain assigns it next."

@@ -1,0 +1,164 @@
+-- Shared by every board script (the loader prepends this file where a script says
+-- `--!include board_lib`). Conventions for every board script:
+--   KEYS[1]  the swarm's board-event stream (routes the call to the swarm's cluster slot; every other
+--            key the script touches carries the same hash tag, so it lives on that slot too)
+--   ARGV[1]  the key prefix `swarm:{<name>}:`
+--   ARGV[2]  a fresh message id (ULID) for the event this call appends
+--   ARGV[3]  the approximate MAXLEN of streams
+--   ARGV[4..] the script's own arguments
+-- A script returns one JSON document: {"ok": true, ...} or {"error": CODE, "message": TEXT}.
+local PREFIX = ARGV[1]
+local EVENT_ID = ARGV[2]
+local MAXLEN = ARGV[3]
+local TERMINAL = {done = true, failed = true, cancelled = true}
+
+local function key(name) return PREFIX .. name end
+
+local function clock_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local NOW = clock_ms()
+
+local function load(id)
+  local raw = redis.call('HGETALL', key('task:' .. id))
+  if #raw == 0 then return nil end
+  local t = {}
+  for i = 1, #raw, 2 do t[raw[i]] = raw[i + 1] end
+  return t
+end
+
+local function save(t, ...)
+  local fields = {...}
+  local args = {}
+  for _, f in ipairs(fields) do
+    args[#args + 1] = f
+    args[#args + 1] = t[f] or ''
+  end
+  args[#args + 1] = 'updated'
+  args[#args + 1] = NOW
+  t.updated = tostring(NOW)
+  redis.call('HSET', key('task:' .. t.id), unpack(args))
+end
+
+local function err(code, message)
+  return cjson.encode({error = code, message = message})
+end
+
+local function ok(t, extra)
+  local out = {ok = true, task = t}
+  if extra then for k, v in pairs(extra) do out[k] = v end end
+  return cjson.encode(out)
+end
+
+local function not_found(id)
+  return err('not_found', 'no task ' .. id .. ' on this board; `swarm task list` shows the ids')
+end
+
+-- Order of the ready queue: higher priority first, then older first.
+local function score(t)
+  return (9 - tonumber(t.priority)) * 1e13 + tonumber(t.created)
+end
+
+local function set_state(t, new)
+  redis.call('ZREM', key('state:' .. t.state), t.id)
+  redis.call('ZADD', key('state:' .. new), tonumber(t.created), t.id)
+  t.state = new
+end
+
+-- Append the transition to the board-event stream (a `task_event` message in the standard
+-- envelope) and to the task's own history list, in the same atomic step as the change.
+local function emit(t, event, detail)
+  local body = {task_id = t.id, event = event, state = t.state, token = tonumber(t.token), detail = detail or ''}
+  if t.owner and t.owner ~= '' then body.owner = t.owner end
+  local msg = cjson.encode({v = 1, id = EVENT_ID, sender = 'board', to = '@all', ts = NOW,
+    priority = 'normal', kind = 'task_event', body = body})
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
+  redis.call('RPUSH', key('history:' .. t.id), msg)
+end
+
+-- An open task whose dependencies are done is ready now, or after its retry backoff.
+local function make_ready(t)
+  if tonumber(t.deps_left) > 0 then return end
+  local not_before = tonumber(t.not_before or '0') or 0
+  if not_before > NOW then
+    redis.call('ZADD', key('delayed'), not_before, t.id)
+  else
+    redis.call('ZADD', key('ready'), score(t), t.id)
+  end
+end
+
+local function promote_due()
+  local due = redis.call('ZRANGEBYSCORE', key('delayed'), '-inf', NOW, 'LIMIT', 0, 1000)
+  for _, id in ipairs(due) do
+    local t = load(id)
+    redis.call('ZREM', key('delayed'), id)
+    if t and t.state == 'open' then redis.call('ZADD', key('ready'), score(t), id) end
+  end
+end
+
+-- Drop every index entry that ties the task to an owner or a queue.
+local function unlink(t)
+  redis.call('ZREM', key('ready'), t.id)
+  redis.call('ZREM', key('delayed'), t.id)
+  redis.call('ZREM', key('leases'), t.id)
+  if t.owner and t.owner ~= '' then redis.call('SREM', key('owned:' .. t.owner), t.id) end
+end
+
+-- Give the task to `agent`: new token, lease, attempt counted, owner index updated.
+local function hand_out(t, agent, lease_ms, state)
+  unlink(t)
+  t.owner = agent
+  t.token = tostring(tonumber(t.token) + 1)
+  t.attempts = tostring(tonumber(t.attempts) + 1)
+  t.lease_until = tostring(NOW + lease_ms)
+  set_state(t, state)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  redis.call('SADD', key('owned:' .. agent), t.id)
+  save(t, 'owner', 'token', 'attempts', 'lease_until', 'state')
+end
+
+-- Take the task away from its owner (fencing the old token) and put it back on the queue.
+local function requeue(t, not_before)
+  unlink(t)
+  t.owner = ''
+  t.lease_until = '0'
+  t.token = tostring(tonumber(t.token) + 1)
+  t.not_before = tostring(not_before)
+  set_state(t, 'open')
+  save(t, 'owner', 'lease_until', 'token', 'not_before', 'state')
+  make_ready(t)
+end
+
+-- The owner's checks: the token first (a stale owner is told so even after the task moved on).
+local function check_owner(t, token)
+  if t.token ~= token then
+    return err('stale_token', 'token ' .. token .. ' for task ' .. t.id .. ' is stale (current token ' ..
+      t.token .. ', state ' .. t.state .. '): the lease was lost and the task moved on; drop it')
+  end
+  if t.state ~= 'assigned' and t.state ~= 'running' then
+    return err('illegal', 'task ' .. t.id .. ' is ' .. t.state .. '; only an assigned or running task can do that')
+  end
+  return nil
+end
+
+-- Dependents of a finished task: one fewer dependency; ready when none are left.
+local function release_dependents(t)
+  for _, dep_id in ipairs(redis.call('SMEMBERS', key('dependents:' .. t.id))) do
+    local d = load(dep_id)
+    if d then
+      d.deps_left = tostring(math.max(0, tonumber(d.deps_left) - 1))
+      save(d, 'deps_left')
+      if d.state == 'open' then make_ready(d) end
+    end
+  end
+end
+
+local function finish(t, state, field, value, event)
+  unlink(t)
+  t[field] = value
+  set_state(t, state)
+  t.lease_until = '0'
+  save(t, field, 'state', 'lease_until')
+  emit(t, event, value)
+end

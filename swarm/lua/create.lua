@@ -1,0 +1,31 @@
+--!include board_lib
+-- Create a task, idempotently: a second create with the same dedup key returns the first task.
+-- ARGV[4]: JSON spec {kind, title, body, priority, key, evidence, deps, caps, files, max_attempts}.
+local spec = cjson.decode(ARGV[4])
+if spec.key ~= '' then
+  local existing = redis.call('HGET', key('dedup'), spec.key)
+  if existing then return ok(load(existing), {created = false}) end
+end
+local deps_left = 0
+for _, dep in ipairs(spec.deps) do
+  local d = load(dep)
+  if not d then
+    return err('not_found', 'blocked-by task ' .. dep .. ' does not exist; create it first or drop it')
+  end
+  if d.state ~= 'done' then deps_left = deps_left + 1 end
+end
+local id = 't-' .. redis.call('INCR', key('seq'))
+local t = {id = id, kind = spec.kind, title = spec.title, body = spec.body, priority = tostring(spec.priority),
+  key = spec.key, evidence = spec.evidence, deps = table.concat(spec.deps, ','), caps = spec.caps, files = spec.files,
+  state = 'open', owner = '', token = '0', attempts = '0', max_attempts = tostring(spec.max_attempts),
+  lease_until = '0', not_before = '0', deps_left = tostring(deps_left), created = tostring(NOW),
+  result = '', reason = ''}
+save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'caps', 'files', 'state', 'owner',
+  'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason')
+redis.call('ZADD', key('state:open'), NOW, id)
+redis.call('ZADD', key('tasks'), NOW, id)
+if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end
+for _, dep in ipairs(spec.deps) do redis.call('SADD', key('dependents:' .. dep), id) end
+make_ready(t)
+emit(t, 'created', t.title)
+return ok(t, {created = true})

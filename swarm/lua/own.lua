@@ -1,0 +1,58 @@
+--!include board_lib
+-- What an owner does with its task, fenced by its token:
+--   start      assigned -> running
+--   heartbeat  extend the lease (no event: not a transition)
+--   done       -> done with a result; dependents may become ready
+--   fail       -> open again after a backoff, or failed past max_attempts
+--   release    -> open again now, the attempt not counted (graceful shutdown)
+--   block      -> blocked with a reason (unblock puts it back to open)
+-- ARGV[4]: action  ARGV[5]: task id  ARGV[6]: token  ARGV[7]: lease ms  ARGV[8]: result or reason
+-- ARGV[9]: retry backoff base ms  ARGV[10]: '0' to fail without retry
+local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local t = load(id)
+if not t then return not_found(id) end
+local refused = check_owner(t, token)
+if refused then return refused end
+if action == 'start' then
+  if t.state ~= 'assigned' then return err('illegal', 'task ' .. id .. ' is already running') end
+  set_state(t, 'running')
+  t.lease_until = tostring(NOW + lease_ms)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, id)
+  save(t, 'state', 'lease_until')
+  emit(t, 'started', '')
+elseif action == 'heartbeat' then
+  t.lease_until = tostring(NOW + lease_ms)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, id)
+  save(t, 'lease_until')
+elseif action == 'done' then
+  local owner = t.owner
+  finish(t, 'done', 'result', text, 'done')
+  for file in string.gmatch(t.files, '[^\n]+') do redis.call('SADD', key('affinity:' .. owner), file) end
+  release_dependents(t)
+elseif action == 'fail' then
+  t.reason = text
+  save(t, 'reason')
+  if ARGV[10] ~= '0' and tonumber(t.attempts) < tonumber(t.max_attempts) then
+    local backoff = math.min(tonumber(ARGV[9]) * 2 ^ (tonumber(t.attempts) - 1), 60000)
+    requeue(t, NOW + backoff)
+    emit(t, 'retry', text)
+  else
+    finish(t, 'failed', 'reason', text, 'failed')
+  end
+elseif action == 'release' then
+  t.attempts = tostring(math.max(0, tonumber(t.attempts) - 1))
+  save(t, 'attempts')
+  requeue(t, 0)
+  emit(t, 'released', text)
+elseif action == 'block' then
+  unlink(t)
+  t.owner = ''
+  t.token = tostring(tonumber(t.token) + 1)
+  t.reason = text
+  set_state(t, 'blocked')
+  save(t, 'owner', 'token', 'reason', 'state')
+  emit(t, 'blocked', text)
+else
+  return err('illegal', 'unknown owner action ' .. action)
+end
+return ok(t)

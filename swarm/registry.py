@@ -1,0 +1,124 @@
+"""The agent registry: each agent's card and heartbeats, and liveness derived from heartbeat age.
+
+A (re)started agent registers and gets a new instance id; an older instance of the same name finds
+its heartbeat refused and knows it was replaced. Liveness: `alive` within 3 heartbeat periods,
+`stale` within 15, `gone` after that or once the agent deregistered.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
+
+from swarm.connection import translated
+from swarm.keys import Keys
+from swarm.protocol import AGENT_PATTERN, now_ms
+from swarm.settings import Settings
+
+Liveness = Literal["alive", "stale", "gone"]
+STALE_AFTER = 3
+GONE_AFTER = 15
+
+
+class AgentCard(BaseModel):
+    """Who an agent is and what it can do, as it registered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=AGENT_PATTERN)
+    capabilities: tuple[str, ...] = ()
+    roles: tuple[str, ...] = ()
+    concurrency: int = Field(1, ge=1, le=1024)
+    version: str = ""
+    host: str = Field(default_factory=socket.gethostname)
+    pid: int = Field(default_factory=os.getpid)
+    started_at: int = Field(default_factory=now_ms)
+    instance: str = ""
+
+    def can(self, caps: tuple[str, ...]) -> bool:
+        """True when this agent has every capability in `caps` (or the wildcard `*`)."""
+        return "*" in self.capabilities or set(caps) <= set(self.capabilities)
+
+
+class AgentInfo(BaseModel):
+    """A card with what the registry knows now: last heartbeat and liveness."""
+
+    model_config = ConfigDict(frozen=True)
+
+    card: AgentCard
+    last_seen: int
+    liveness: Liveness
+
+
+class Registry:
+    """Agent cards and heartbeats of one swarm."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.name)
+
+    async def register(self, card: AgentCard, instance: str) -> AgentCard:
+        """Record the card under a new instance id, replacing any earlier instance of the name."""
+        card = card.model_copy(update={"instance": instance})
+        with translated("registering an agent"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.agents, card.name, card.model_dump_json())
+                pipe.zadd(self.keys.agent_seen, {card.name: now_ms()})
+                await pipe.execute()
+        return card
+
+    async def heartbeat(self, name: str, instance: str) -> bool:
+        """Refresh liveness; False when another instance has taken the name (this one should stop)."""
+        card = await self.card(name)
+        if card is None or card.instance != instance:
+            return False
+        with translated("recording a heartbeat"):
+            await self.redis.zadd(self.keys.agent_seen, {name: now_ms()})
+        return True
+
+    async def deregister(self, name: str, instance: str) -> None:
+        """Mark the agent gone at once (graceful exit), if this instance still holds the name."""
+        card = await self.card(name)
+        if card is not None and card.instance == instance:
+            with translated("deregistering an agent"):
+                await self.redis.zadd(self.keys.agent_seen, {name: 0})
+
+    async def card(self, name: str) -> AgentCard | None:
+        """The current card of `name`, or None."""
+        with translated("reading an agent card"):
+            raw = await self.redis.hget(self.keys.agents, name)
+        return None if raw is None else AgentCard.model_validate_json(raw)
+
+    async def all(self) -> list[AgentInfo]:
+        """Every agent ever registered (until forgotten), by name, with liveness."""
+        with translated("listing agents"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(self.keys.agents)
+                pipe.zrange(self.keys.agent_seen, 0, -1, withscores=True)
+                cards, seen = await pipe.execute()
+        last = {name.decode(): int(score) for name, score in seen}
+        now = now_ms()
+        period = self.settings.heartbeat_s * 1000
+        out: list[AgentInfo] = []
+        for name_b, raw in sorted(cards.items()):
+            name = name_b.decode()
+            at = last.get(name, 0)
+            age = now - at
+            liveness: Liveness = (
+                "gone" if at == 0 or age > GONE_AFTER * period else "stale" if age > STALE_AFTER * period else "alive"
+            )
+            out.append(AgentInfo(card=AgentCard.model_validate_json(raw), last_seen=at, liveness=liveness))
+        return out
+
+    async def forget(self, name: str) -> None:
+        """Remove an agent's card entirely."""
+        with translated("forgetting an agent"):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.agents, name)
+                pipe.zrem(self.keys.agent_seen, name)
+                await pipe.execute()
