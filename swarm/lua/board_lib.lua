@@ -55,9 +55,11 @@ local function not_found(id)
   return err('not_found', 'no task ' .. id .. ' on this board; `swarm task list` shows the ids')
 end
 
--- Order of the ready queue: higher priority first, then older first.
+-- Order of the ready queue: higher priority first, then older first. Age is the creation sequence
+-- number in the id (`t-<n>`), not the creation time: many tasks share a millisecond, and a sorted
+-- set breaks score ties by member text, which would put t-10 before t-9.
 local function score(t)
-  return (9 - tonumber(t.priority)) * 1e13 + tonumber(t.created)
+  return (9 - tonumber(t.priority)) * 1e14 + tonumber(string.sub(t.id, 3))
 end
 
 local function set_state(t, new)
@@ -66,12 +68,31 @@ local function set_state(t, new)
   t.state = new
 end
 
+-- An event's detail is capped at the wire's text limit (16384 characters; the task hash keeps the
+-- whole result or reason), cut at a UTF-8 character boundary so the event still decodes.
+local DETAIL_MAX = 16384
+local function clip(s)
+  if #s <= DETAIL_MAX then return s end
+  local cut = DETAIL_MAX
+  while cut > 0 do
+    local b = string.byte(s, cut + 1)
+    if b < 128 or b >= 192 then break end  -- byte cut+1 starts a character: cut before it
+    cut = cut - 1
+  end
+  return string.sub(s, 1, cut)
+end
+
 -- Append the transition to the board-event stream (a `task_event` message in the standard
 -- envelope) and to the task's own history list, in the same atomic step as the change.
+local EMITTED = 0
 local function emit(t, event, detail)
-  local body = {task_id = t.id, event = event, state = t.state, token = tonumber(t.token), detail = detail or ''}
+  EMITTED = EMITTED + 1
+  local id = EVENT_ID
+  if EMITTED > 1 then id = EVENT_ID .. '.' .. EMITTED end  -- one call may move many tasks
+  local body = {task_id = t.id, event = event, state = t.state, token = tonumber(t.token),
+    detail = clip(detail or '')}
   if t.owner and t.owner ~= '' then body.owner = t.owner end
-  local msg = cjson.encode({v = 1, id = EVENT_ID, sender = 'board', to = '@all', ts = NOW,
+  local msg = cjson.encode({v = 1, id = id, sender = 'board', to = '@all', ts = NOW,
     priority = 'normal', kind = 'task_event', body = body})
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
   redis.call('RPUSH', key('history:' .. t.id), msg)
@@ -161,4 +182,30 @@ local function finish(t, state, field, value, event)
   t.lease_until = '0'
   save(t, field, 'state', 'lease_until')
   emit(t, event, value)
+end
+
+-- Leases that ran out: back to open (the old token fenced off) or, past max_attempts, failed.
+-- Run by the captain's reaper and by every claim, so a board with no captain still heals.
+local function reclaim_expired(limit)
+  local moved = {}
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', NOW, 'LIMIT', 0, limit)) do
+    local t = load(id)
+    if not t or TERMINAL[t.state] then
+      redis.call('ZREM', key('leases'), id)
+    else
+      local owner = t.owner
+      if tonumber(t.attempts) >= tonumber(t.max_attempts) then
+        t.token = tostring(tonumber(t.token) + 1)
+        save(t, 'token')
+        finish(t, 'failed', 'reason', 'lease of ' .. owner .. ' expired on attempt ' .. t.attempts .. ' of ' ..
+          t.max_attempts, 'failed')
+      else
+        requeue(t, 0)
+        emit(t, 'expired', 'lease of ' .. owner .. ' expired')
+      end
+      moved[#moved + 1] = id
+    end
+  end
+  promote_due()
+  return moved
 end

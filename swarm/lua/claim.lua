@@ -1,6 +1,7 @@
 --!include board_lib
 -- An agent takes the best ready task it is capable of: highest priority, then oldest. Atomic, so
--- concurrent claimers never get the same task. The task goes straight to `running`.
+-- concurrent claimers never get the same task. The task goes straight to `running`. Expired leases
+-- are reclaimed first, so shell agents keep a board healthy even with no captain running.
 -- ARGV[4]: agent  ARGV[5]: comma-separated capabilities ('*' = any)  ARGV[6]: lease ms
 local agent, lease_ms = ARGV[4], tonumber(ARGV[6])
 local can, any = {}, false
@@ -8,7 +9,7 @@ for cap in string.gmatch(ARGV[5], '[^,]+') do
   if cap == '*' then any = true end
   can[cap] = true
 end
-promote_due()
+reclaim_expired(100)
 local offset = 0
 while true do
   local ids = redis.call('ZRANGE', key('ready'), offset, offset + 99)

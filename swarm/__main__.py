@@ -1,0 +1,5 @@
+"""`python -m swarm` is the `swarm` command."""
+
+from swarm.cli import main
+
+main()

@@ -1,0 +1,285 @@
+"""The agent runtime: register, heartbeat, take assignments (or claim work when idle), run up to K
+tasks at once, report results, and shut down without losing work.
+
+Work is fenced: every board call carries the task's token, so a task this agent lost (its lease ran
+out while it was paused) is refused and its handler cancelled; SIGKILL needs no code here at all:
+the lease expires and the captain gives the task to someone else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup
+from redis.asyncio import Redis
+
+from swarm.board import Board, Task
+from swarm.bus import Bus, Delivery
+from swarm.errors import ConnectionLost, StaleToken, SwarmError
+from swarm.protocol import Assignment, Command, HeartbeatBody, StatusBody, message, new_id
+from swarm.registry import AgentCard, Registry
+from swarm.settings import Settings
+
+log = structlog.get_logger("swarm.agent")
+
+
+@dataclass
+class Context:
+    """What a handler gets besides its task: who runs it, where to write, how to say progress."""
+
+    agent: str
+    settings: Settings
+    workspace: Path
+    bus: Bus
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def artifacts(self) -> Path:
+        """Where handlers write their artifacts: `<SWARM_HOME>/artifacts`."""
+        path = self.settings.home / "artifacts"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def progress(self, text: str, task_id: str | None = None) -> None:
+        """Tell the swarm what the handler is doing (a status message on the bus)."""
+        await self.bus.publish(message(StatusBody(text=text, state="working", task_id=task_id), sender=self.agent))
+
+
+Result = str | dict[str, Any] | None
+Handler = Callable[[Task, Context], Awaitable[Result]]
+
+
+@dataclass
+class _Job:
+    task_id: str
+    token: int
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    lost: bool = False
+
+
+class Agent:
+    """One agent process's runtime. `run(stop)` returns after a graceful shutdown."""
+
+    def __init__(
+        self, redis: Redis, settings: Settings, card: AgentCard, handler: Handler, *,
+        workspace: Path | None = None, grace_s: float = 10.0, claim: bool = True,
+        idle_chatter_s: float | None = None, env: dict[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.card = card
+        self.handler = handler
+        self.grace_s = grace_s
+        self.claim = claim
+        self.idle_chatter_s = idle_chatter_s
+        self.instance = new_id()
+        self.bus = Bus(redis, settings)
+        self.board = Board(redis, settings)
+        self.registry = Registry(redis, settings)
+        self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {})
+        self.jobs: dict[str, _Job] = {}
+        self.completed = 0
+        self.failed = 0
+        self._slots = anyio.Semaphore(card.concurrency)
+        self._changed = anyio.Event()
+        self._workers: TaskGroup | None = None
+        self._replaced = anyio.Event()
+
+    @property
+    def name(self) -> str:
+        """The agent's name."""
+        return self.card.name
+
+    async def run(self, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+                  ) -> None:
+        """Register, work until `stop` is set (or another instance takes the name), then drain:
+        running tasks get `grace_s` to finish; what is left is released back to the board."""
+        self.card = await self.registry.register(self.card, self.instance)
+        structlog.contextvars.bind_contextvars(agent=self.name)
+        await self._say("online, ready for work", "idle")
+        await self.bus.publish(message(HeartbeatBody(instance=self.instance, capacity=self.card.concurrency),
+                                       sender=self.name, to="@captain"))
+        try:
+            async with anyio.create_task_group() as life:
+                life.start_soon(self._heartbeats)
+                async with anyio.create_task_group() as workers:
+                    self._workers = workers
+                    async with anyio.create_task_group() as intake:
+                        intake.start_soon(self._inbox)
+                        if self.claim:
+                            intake.start_soon(self._claimer)
+                        if self.idle_chatter_s:
+                            intake.start_soon(self._chatter, self.idle_chatter_s)
+                        task_status.started()
+                        with anyio.CancelScope() as waiting:
+                            intake.start_soon(_set_on, self._replaced, waiting)
+                            await stop.wait()
+                        intake.cancel_scope.cancel()
+                    await self._drain()
+                    workers.cancel_scope.cancel()
+                life.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.registry.deregister(self.name, self.instance)
+                await self._say("offline", "done")
+
+    async def _drain(self) -> None:
+        if self.jobs:
+            log.info("draining", running=len(self.jobs), grace_s=self.grace_s)
+        with anyio.move_on_after(self.grace_s):
+            while self.jobs:
+                await self._changed.wait()
+        if self.jobs:
+            log.warning("grace period over; releasing unfinished tasks", tasks=sorted(self.jobs))
+
+    # --- intake ----------------------------------------------------------------------------------
+    async def _inbox(self) -> None:
+        streams = [self.bus.keys.inbox(self.name)] + [self.bus.keys.role(r) for r in self.card.roles]
+        consumer = self.bus.consumer(self.name, self.instance, streams, start="$")
+        await consumer.run(self._on_message)
+
+    async def _on_message(self, delivery: Delivery) -> None:
+        msg = delivery.message
+        if isinstance(msg, Assignment):
+            if msg.body.instance and msg.body.instance != self.instance:
+                log.info("assignment for an earlier instance ignored", task=msg.body.task_id)
+                return
+            self._spawn(msg.body.task_id, msg.body.token, started=False)
+        elif isinstance(msg, Command) and msg.body.name == "ping":
+            await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
+
+    async def _claimer(self) -> None:
+        """Claim ready work while there is spare capacity; wake on board events, not a timer."""
+        events = self.bus.keys.events
+        last = "$"
+        while True:
+            while len(self.jobs) < self.card.concurrency:
+                try:
+                    task = await self.board.claim_next(self.name, self.card.capabilities or ("*",))
+                except ConnectionLost as exc:
+                    log.warning("cannot reach Redis to claim", error=str(exc))
+                    break
+                if task is None:
+                    break
+                self._spawn(task.id, task.token, started=True)
+            try:
+                reply: Any = await self.bus.redis.xread({events: last}, block=1000, count=100)
+            except Exception as exc:  # connection trouble: the next loop turn retries
+                log.warning("cannot read board events", error=str(exc))
+                await anyio.sleep(0.5)
+                continue
+            for _, entries in reply or []:
+                last = entries[-1][0]
+
+    async def _chatter(self, period: float) -> None:
+        while True:
+            await anyio.sleep(period)
+            if not self.jobs:
+                await self._say("idle, awaiting orders", "idle")
+
+    # --- work ------------------------------------------------------------------------------------
+    def _spawn(self, task_id: str, token: int, *, started: bool) -> None:
+        if task_id in self.jobs or self._workers is None:
+            return
+        job = _Job(task_id, token)
+        self.jobs[task_id] = job
+        self._workers.start_soon(self._work, job, started)
+
+    async def _work(self, job: _Job, started: bool) -> None:
+        try:
+            async with self._slots:
+                task = await (self.board.get(job.task_id) if started else self.board.start(job.task_id, job.token))
+                await self._say(f"working on {task.id}: {task.title}", "working", task.id)
+                outcome = await self._run_handler(job, task)
+                if outcome is not None:
+                    await self._report(job, task, outcome)
+        except StaleToken as exc:
+            log.warning("task lost to another owner", task=job.task_id, reason=str(exc))
+        except SwarmError as exc:
+            log.warning("task could not be started", task=job.task_id, reason=str(exc))
+        finally:
+            self.jobs.pop(job.task_id, None)
+            self._changed.set()
+            self._changed = anyio.Event()
+
+    async def _run_handler(self, job: _Job, task: Task) -> tuple[bool, str] | None:
+        """(ok, text) from the handler; None when its lease was lost (the heartbeat cancelled it).
+        Cancelled by shutdown past the grace period, it releases the task before going."""
+        try:
+            with job.scope:
+                try:
+                    result = await self.handler(task, self.ctx)
+                except Exception as exc:
+                    return False, _describe(exc)
+                return True, _result_text(result)
+            return None
+        except anyio.get_cancelled_exc_class():
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.board.release(job.task_id, job.token, f"{self.name} shut down")
+                except SwarmError as exc:
+                    log.warning("release refused", task=job.task_id, reason=str(exc))
+            raise
+
+    async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> None:
+        ok, text = outcome
+        if ok:
+            await self.board.complete(job.task_id, job.token, text)
+            self.completed += 1
+            await self._say(f"done {task.id}: {task.title}", "done", task.id)
+        else:
+            after = await self.board.fail(job.task_id, job.token, text)
+            self.failed += 1
+            log.warning("task failed", task=task.id, error=text, state=after.state)
+            await self._say(f"failed {task.id}: {text}", "error", task.id)
+
+    async def _heartbeats(self) -> None:
+        """Keep the registry and every owned task's lease fresh; stop work that was lost."""
+        period = min(self.settings.heartbeat_s, self.settings.lease_s / 3)
+        while True:
+            try:
+                if not await self.registry.heartbeat(self.name, self.instance):
+                    log.error("another instance registered with this name; stopping", agent=self.name)
+                    self._replaced.set()
+                for job in list(self.jobs.values()):
+                    try:
+                        await self.board.heartbeat(job.task_id, job.token)
+                    except SwarmError as exc:
+                        if isinstance(exc, ConnectionLost):
+                            raise
+                        log.warning("lease lost; abandoning task", task=job.task_id, reason=str(exc))
+                        job.lost = True
+                        job.scope.cancel()
+            except ConnectionLost as exc:
+                log.warning("cannot reach Redis to heartbeat", error=str(exc))
+            await anyio.sleep(period)
+
+    async def _say(self, text: str, state: str, task_id: str | None = None) -> None:
+        try:
+            await self.bus.publish(message(StatusBody(text=text, state=state, task_id=task_id),
+                                           sender=self.name))
+        except SwarmError as exc:
+            log.warning("status not sent", error=str(exc))
+
+
+async def _set_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()
+
+
+def _describe(exc: BaseException) -> str:
+    """`Type: message` of the exception that matters (unwrapping single-exception groups)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _result_text(result: Result) -> str:
+    if result is None:
+        return ""
+    return result if isinstance(result, str) else json.dumps(result, default=str)

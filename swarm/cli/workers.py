@@ -1,0 +1,213 @@
+"""`swarm agent run`, `swarm up`, `swarm down`, `swarm ps`: running agent workers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import typer
+from anyio.abc import Process
+
+from swarm.agent import Agent
+from swarm.bus import Bus
+from swarm.cli.common import app, csv, err, out, print_json, run_with_bus, safe, settings
+from swarm.errors import ConfigError
+from swarm.handlers import load_handler
+from swarm.roster import RosterCard, load_card, load_roster
+
+agent_app = app("Run one agent worker.")
+COLORS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_magenta")
+
+
+async def until_signalled(stop: anyio.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT: the graceful path (SIGKILL needs none: leases handle it)."""
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            stop.set()
+            return
+
+
+@agent_app.command("run")
+def agent_run(
+    name: Annotated[str | None, typer.Option(help="Agent name (unique in the swarm).")] = None,
+    can: Annotated[list[str] | None, typer.Option(help="Capabilities, comma-separated: audit,docs ('*': any).")]
+    = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Tasks run at once.")] = 1,
+    handler: Annotated[str, typer.Option(help="builtin | cmd:<command> | file.py:function | module:function.")]
+    = "builtin",
+    card: Annotated[Path | None, typer.Option(help="A roster card (TOML); replaces the options above.")] = None,
+    grace: Annotated[float | None, typer.Option(min=0, help="Seconds running tasks get on SIGTERM.")] = None,
+    claim: Annotated[bool, typer.Option(help="Claim ready work when idle (besides taking assignments).")] = True,
+    chatter: Annotated[float, typer.Option(min=0, help="Say 'idle' on the bus every N seconds when idle (0: never).")]
+    = 0.0,
+    workspace: Annotated[Path, typer.Option(help="Folder the handlers work on.")] = Path(),
+) -> None:
+    """Register and work until SIGTERM/SIGINT; then finish or release running tasks, deregister."""
+    if card is not None:
+        roster = load_card(card)
+        base = card.parent
+    elif name:
+        roster = RosterCard(name=name, capabilities=tuple(csv(can)), concurrency=concurrency, handler=handler)
+        base = Path.cwd()
+    else:
+        raise ConfigError("give --name NAME (with --can CAPS), or --card FILE")
+    if roster.captain:
+        raise ConfigError(f"{card}: this card is the captain's; run it with `swarm captain run`")
+    handle = load_handler(roster.handler, base)
+    for key, value in roster.env.items():
+        os.environ.setdefault(key, value)
+
+    async def go(bus: Bus) -> None:
+        agent = Agent(bus.redis, bus.settings, roster.agent_card(), handle, workspace=workspace.resolve(),
+                      grace_s=roster.grace_s if grace is None else grace, claim=claim,
+                      idle_chatter_s=chatter or None, env=roster.env)
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(until_signalled, stop)
+            err.print(f"{safe(roster.name)} running: can {','.join(roster.capabilities) or '*'}, "
+                      f"concurrency {roster.concurrency}, handler {safe(roster.handler)}")
+            await agent.run(stop)
+            tg.cancel_scope.cancel()
+        err.print(f"{safe(roster.name)} stopped: {agent.completed} done, {agent.failed} failed")
+
+    run_with_bus(go)
+
+
+# --- swarm up / down / ps ----------------------------------------------------------------------
+
+def _state_file() -> Path:
+    return settings().home.resolve() / "up.json"
+
+
+def _argv(card: RosterCard) -> list[str]:
+    if card.captain:
+        return [sys.executable, "-m", "swarm", "captain", "run", "--name", card.name]
+    return [sys.executable, "-m", "swarm", "agent", "run", "--card", str(card.path.resolve())]
+
+
+def up(
+    agents: Annotated[Path, typer.Option(help="Roster folder: one TOML card per agent.")] = Path("agents"),
+    discovery: Annotated[bool, typer.Option(help="Also run the work-discovery engine.")] = True,
+) -> None:
+    """Validate every card, then run the captain and each agent as its own process, with prefixed
+    output, until SIGINT/SIGTERM (or `swarm down`); then stop them gracefully."""
+    cards = load_roster(agents)
+    s = settings()
+    env = {**os.environ, "SWARM_HOME": str(s.home.resolve())}
+    if not s.redis_url:  # start the shared server once, here, rather than racing in every child
+        from swarm.connection import resolve_url  # noqa: PLC0415
+
+        env["SWARM_REDIS_URL"] = resolve_url(s)
+    commands = [(c.name, _argv(c), c.env) for c in cards]
+    if discovery:
+        commands.append(("discovery", [sys.executable, "-m", "swarm", "discovery", "run"], {}))
+    anyio.run(_supervise, commands, env, max((c.grace_s for c in cards), default=10.0))
+
+
+async def _supervise(commands: list[tuple[str, list[str], dict[str, str]]], env: dict[str, str],
+                     grace: float) -> None:
+    procs: dict[str, Process] = {}
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(until_signalled, stop)
+        for i, (name, argv, extra) in enumerate(commands):
+            proc = await anyio.open_process(argv, env={**env, **extra}, stdin=subprocess.DEVNULL,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+            procs[name] = proc
+            tg.start_soon(_pipe, name, COLORS[i % len(COLORS)], proc, stop)
+        _state_file().write_text(json.dumps({"pid": os.getpid(), "children": {n: p.pid for n, p in procs.items()}}))
+        out.print(f"[bold]swarm up[/bold]: {len(procs)} processes; Ctrl-C or `swarm down` stops them")
+        await stop.wait()
+        out.print("[bold]stopping[/bold]: SIGTERM to every process, waiting for graceful exits")
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        with anyio.move_on_after(grace + 5):
+            for proc in procs.values():
+                await proc.wait()
+        for name, proc in procs.items():
+            if proc.returncode is None:
+                err.print(f"{name} did not stop in time; killing it")
+                proc.kill()
+        tg.cancel_scope.cancel()
+    _state_file().unlink(missing_ok=True)
+
+
+async def _pipe(name: str, color: str, proc: Process, stop: anyio.Event) -> None:
+    assert proc.stdout is not None
+    buffer = b""
+    async for chunk in proc.stdout:
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            out.print(f"[{color}]{name:>10}[/{color}] | {safe(line.decode(errors='replace'))}")
+    code = await proc.wait()
+    if not stop.is_set():
+        err.print(f"[{color}]{name:>10}[/{color}] | exited with code {code}")
+
+
+def down(timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for a graceful stop.")] = 30.0) -> None:
+    """Stop what `swarm up` started, gracefully (SIGTERM, then wait)."""
+    state = _read_state()
+    if state is None:
+        out.print("nothing to stop: no `swarm up` is running here")
+        return
+    targets = [int(state["pid"])] if _alive(int(state["pid"])) else [int(p) for p in state["children"].values()]
+    for pid in targets:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in [int(state["pid"]), *map(int, state["children"].values())]):
+        if time.monotonic() > deadline:
+            raise ConfigError(f"swarm did not stop within {timeout:g}s; `swarm ps` shows what still runs")
+        time.sleep(0.1)
+    _state_file().unlink(missing_ok=True)
+    out.print("swarm stopped")
+
+
+def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """The processes `swarm up` runs here, and whether each is alive."""
+    state = _read_state()
+    rows = [] if state is None else [
+        {"name": name, "pid": int(pid), "alive": _alive(int(pid))} for name, pid in state["children"].items()
+    ]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        out.print("no `swarm up` running here")
+        return
+    for row in rows:
+        mark = "[green]up[/green]" if row["alive"] else "[red]exited[/red]"
+        out.print(f"{row['name']:>10}  pid {row['pid']:<8} {mark}")
+
+
+def _read_state() -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(_state_file().read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+

@@ -1,0 +1,82 @@
+"""The command handler: hand a task to any program (an AI coding agent's CLI, a script).
+
+The template is split like a shell would (no shell runs it: write `sh -c '...'` to get one) and
+`{id}`, `{kind}`, `{title}` in it are replaced per task. The program gets the task as JSON on stdin
+and in `SWARM_TASK_*` environment variables. Exit 0: done, stdout is the result. Non-zero: failed
+with the tail of stderr. Past the timeout the process is killed and the task fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
+
+from swarm.board import Task
+from swarm.errors import SwarmError
+
+TAIL = 2_000
+
+
+class CommandFailed(SwarmError):
+    """Raised (and turned into a task failure) when the command exits non-zero or times out."""
+
+
+class CommandHandler:
+    """A handler that runs `template` once per task."""
+
+    def __init__(self, template: str, *, timeout_s: float = 600.0) -> None:
+        self.template = template
+        self.argv = shlex.split(template)
+        if not self.argv:
+            raise SwarmError("command handler needs a command after 'cmd:', e.g. cmd:./review.sh {id}")
+        self.timeout_s = timeout_s
+
+    async def __call__(self, task: Task, ctx: object) -> str:
+        """Run the command for `task`; see the module doc for the contract."""
+        fields = {"id": task.id, "kind": task.kind, "title": task.title}
+        argv = [arg.format_map(fields) for arg in self.argv]
+        env = {**os.environ, **getattr(ctx, "env", {}),
+               "SWARM_TASK_ID": task.id, "SWARM_TASK_KIND": task.kind, "SWARM_TASK_TITLE": task.title,
+               "SWARM_TASK_TOKEN": str(task.token), "SWARM_TASK_BODY": task.body[:16_000]}
+        stdin = task.model_dump_json().encode()
+        out: list[bytes] = []
+        err: list[bytes] = []
+        try:
+            async with await anyio.open_process(argv, env=env) as proc:
+                with anyio.move_on_after(self.timeout_s) as timer:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_feed, proc.stdin, stdin)
+                        tg.start_soon(_drain, proc.stdout, out)
+                        tg.start_soon(_drain, proc.stderr, err)
+                    code = await proc.wait()
+                if timer.cancelled_caught:
+                    proc.kill()
+                    with anyio.CancelScope(shield=True):
+                        await proc.wait()
+                    raise CommandFailed(f"command timed out after {self.timeout_s:g}s: {self.template}")
+        except FileNotFoundError as exc:
+            raise CommandFailed(f"command not found: {argv[0]} ({exc.strerror})") from None
+        if code != 0:
+            tail = b"".join(err).decode(errors="replace").strip()[-TAIL:] or "(no stderr)"
+            raise CommandFailed(f"command exited {code}: {tail}")
+        return b"".join(out).decode(errors="replace").strip()[-16_000:]
+
+
+async def _feed(stream: ByteSendStream | None, data: bytes) -> None:
+    """Write the task to stdin; a command that never reads it is fine."""
+    if stream is None:
+        return
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send(data)
+    await stream.aclose()
+
+
+async def _drain(stream: ByteReceiveStream | None, sink: list[bytes]) -> None:
+    if stream is not None:
+        async for chunk in stream:
+            sink.append(chunk)
+

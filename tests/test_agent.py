@@ -1,0 +1,285 @@
+"""The agent runtime with real processes: SIGKILL, SIGTERM, failing handlers, commands, concurrency."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from swarm.agent import Agent, Context, Handler
+from swarm.board import Board, Task, TaskSpec
+from swarm.errors import ConfigError, StaleToken
+from swarm.handlers import load_handler
+from swarm.handlers.command import CommandFailed, CommandHandler
+from swarm.registry import AgentCard, Registry
+from swarm.roster import load_roster
+from swarm.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = "tests/procs/agent_handlers.py"
+
+
+@pytest.fixture
+def fast(settings: Settings) -> Settings:
+    return settings.model_copy(update={"lease_s": 1.0, "heartbeat_s": 0.1, "retry_backoff_s": 0.0})
+
+
+def spawn(
+    fast: Settings, name: str, handler: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real `swarm agent run` process against the test server."""
+    assert fast.redis_url is not None
+    full_env = {**os.environ, "SWARM_REDIS_URL": fast.redis_url, "SWARM_NAME": fast.name,
+                "SWARM_LEASE_S": str(fast.lease_s), "SWARM_HEARTBEAT_S": str(fast.heartbeat_s),
+                "SWARM_HOME": str(fast.home), **(env or {})}
+    fast.home.mkdir(parents=True, exist_ok=True)
+    with (fast.home / f"{name}.log").open("ab") as errors:  # read it when a test fails
+        return subprocess.Popen(
+            [sys.executable, "-m", "swarm", "agent", "run", "--name", name, "--can", "work",
+             "--handler", f"{HANDLERS}:{handler}", *extra],
+            cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=errors,
+        )
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
+    with anyio.fail_after(within):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await anyio.sleep(0.05)
+
+
+async def log(redis: Redis) -> list[str]:
+    return [x.decode() if isinstance(x, bytes) else x for x in await redis.lrange("test:log", 0, -1)]
+
+
+@asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[anyio.Event]:
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run, stop)
+        yield stop
+        stop.set()
+
+
+async def test_sigkill_mid_task_completes_on_another_agent_exactly_once(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="long job"))
+    first = spawn(fast, "a1", "slow")
+    try:
+        await wait_for(lambda: _started(redis, task.id, first.pid))
+        stale = await board.get(task.id)
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        second = spawn(fast, "a2", "noop")
+        try:
+            done = await wait_for(lambda: _done(board, task.id), within=15)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=10) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert done.owner == "a2"
+    events = [e.body.event for e in await board.history(task.id)]
+    assert events.count("done") == 1
+    assert events == ["created", "claimed", "expired", "claimed", "done"]
+    with pytest.raises(StaleToken, match=rf"^token {stale.token} for task {task.id} is stale"):
+        await board.complete(task.id, stale.token, "late")
+    agents = {a.card.name: a.liveness for a in await Registry(redis, fast).all()}
+    assert agents["a2"] == "gone"  # deregistered on SIGTERM
+    await wait_for(lambda: _liveness(redis, fast, "a1", "gone"), within=5)
+
+
+async def _started(redis: Redis, task_id: str, pid: int) -> bool:
+    return f"start {task_id} {pid}" in await log(redis)
+
+
+async def _done(board: Board, task_id: str) -> Task | None:
+    task = await board.get(task_id)
+    return task if task.state == "done" else None
+
+
+async def _liveness(redis: Redis, settings: Settings, name: str, want: str) -> bool:
+    return any(a.card.name == name and a.liveness == want for a in await Registry(redis, settings).all())
+
+
+async def test_sigterm_lets_a_running_task_finish_within_grace(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="short job"))
+    proc = spawn(fast, "a1", "slow", "--grace", "10", env={"SWARM_TEST_SLEEP": "1"})
+    await wait_for(lambda: _started(redis, task.id, proc.pid))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    finished = await board.get(task.id)
+    assert finished.state == "done"
+    assert finished.result == f"slow done by {proc.pid}"
+
+
+async def test_sigterm_past_grace_releases_the_task_uncounted(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="endless job"))
+    proc = spawn(fast, "a1", "slow", "--grace", "0.3", env={"SWARM_TEST_SLEEP": "60"})
+    await wait_for(lambda: _started(redis, task.id, proc.pid))
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    released = await board.get(task.id)
+    assert (released.state, released.owner, released.attempts) == ("open", None, 0)
+    assert [e.body.event for e in await board.history(task.id)][-1] == "released"
+    assert await _liveness(redis, fast, "a1", "gone")
+
+
+async def test_a_raising_handler_fails_the_task_with_its_text_and_retries(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="bad input", max_attempts=2))
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), load_handler(f"{HANDLERS}:boom", ROOT))
+    async with running(agent):
+        failed = await wait_for(lambda: _in_state(board, task.id, "failed"))
+    assert failed.reason == "ValueError: cannot handle bad input"
+    assert failed.attempts == 2
+    events = [(e.body.event, e.body.detail) for e in await board.history(task.id)]
+    assert events == [
+        ("created", "bad input"), ("claimed", ""), ("retry", "ValueError: cannot handle bad input"),
+        ("claimed", ""), ("failed", "ValueError: cannot handle bad input"),
+    ]
+
+
+async def _in_state(board: Board, task_id: str, state: str) -> Task | None:
+    task = await board.get(task_id)
+    return task if task.state == state else None
+
+
+async def test_concurrency_k_is_respected_under_load(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    now = 0
+    peak = 0
+
+    async def handler(task: Task, ctx: Context) -> str:
+        nonlocal now, peak
+        now += 1
+        peak = max(peak, now)
+        await anyio.sleep(0.05)
+        now -= 1
+        return "ok"
+
+    ids = [(await board.create(TaskSpec(kind="work", title=f"job {i}")))[0].id for i in range(15)]
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=3), handler)
+    async with running(agent):
+        await wait_for(lambda: _all_done(board, ids))
+    assert peak == 3
+    assert agent.completed == 15
+
+
+async def _all_done(board: Board, ids: list[str]) -> bool:
+    return all(t.state == "done" for t in [await board.get(i) for i in ids])
+
+
+async def test_assignment_for_an_earlier_instance_is_ignored(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    seen: list[str] = []
+
+    async def handler(task: Task, ctx: Context) -> str:
+        seen.append(task.id)
+        return "ok"
+
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), handler, claim=False)
+    async with running(agent):
+        old, _ = await board.create(TaskSpec(kind="work", title="for the old instance"))
+        await board.assign(old.id, "a1", instance="01OLDINSTANCE")
+        new, _ = await board.create(TaskSpec(kind="work", title="for this instance"))
+        await board.assign(new.id, "a1", instance=agent.instance)
+        await wait_for(lambda: _in_state(board, new.id, "done"))
+    assert seen == [new.id]
+    assert (await board.get(old.id)).state == "assigned"
+
+
+def _task(title: str = "x") -> Task:
+    return Task(id="t-1", kind="work", title=title, state="running", token=1)
+
+
+async def test_command_handler_success_gets_the_task_on_stdin_and_env() -> None:
+    handler = CommandHandler("""sh -c 'read -r json; echo "$SWARM_TASK_ID {kind} $json" | cut -c1-40'""")
+    assert await handler(_task(), object()) == 't-1 work {"id":"t-1","kind":"work","titl'
+
+
+async def test_command_handler_nonzero_exit_fails_with_stderr_tail() -> None:
+    handler = CommandHandler("sh -c 'echo working; echo broke on line 3 >&2; exit 4'")
+    with pytest.raises(CommandFailed, match=r"^command exited 4: broke on line 3$"):
+        await handler(_task(), object())
+
+
+async def test_command_handler_timeout_kills_the_command() -> None:
+    handler = CommandHandler("sleep 30", timeout_s=0.3)
+    with anyio.fail_after(5), pytest.raises(CommandFailed, match=r"^command timed out after 0.3s: sleep 30$"):
+        await handler(_task(), object())
+
+
+async def test_command_handler_through_an_agent_reports_stdout(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="echo me"))
+    handler: Handler = load_handler("cmd:sh -c 'echo handled $SWARM_TASK_TITLE'")
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), handler)
+    async with running(agent):
+        done = await wait_for(lambda: _in_state(board, task.id, "done"))
+    assert done.result == "handled echo me"
+
+
+def test_bad_handler_specs_fail_at_start_with_exact_errors() -> None:
+    cases = {
+        "nohandler": "handler 'nohandler' must be builtin, cmd:<command>, FILE.py:FUNCTION or MODULE:FUNCTION "
+                     "(e.g. agents/reviewer.py:handle)",
+        "missing.py:handle": f"handler file {ROOT}/missing.py does not exist; "
+                             "give a path like agents/reviewer.py:handle",
+        f"{HANDLERS}:nope": f"{ROOT}/{HANDLERS} has no function 'nope'; define `async def nope(task, ctx)` there",
+        f"{HANDLERS}:not_async": f"{ROOT}/{HANDLERS}:not_async is not an async function; "
+                                 "define it as `async def not_async(task, ctx)`",
+        "no_such_module_xyz:handle": "cannot import handler module 'no_such_module_xyz': No module named "
+                                     "'no_such_module_xyz'",
+    }
+    for spec, expected in cases.items():
+        with pytest.raises(ConfigError) as info:
+            load_handler(spec, ROOT)
+        assert str(info.value) == expected
+
+
+def test_bad_cards_fail_with_file_and_field(tmp_path: Path) -> None:
+    def roster(**cards: str) -> str:
+        folder = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        folder.mkdir()
+        for name, text in cards.items():
+            (folder / f"{name}.toml").write_text(text)
+        with pytest.raises(ConfigError) as info:
+            load_roster(folder)
+        return str(info.value).replace(str(folder), "DIR")
+
+    assert roster(a='name = "a"\nconcurrency = 0\n') == (
+        "DIR/a.toml: field 'concurrency': Input should be greater than or equal to 1")
+    assert roster(a='name = "a"\ncolour = "red"\n') == "DIR/a.toml: field 'colour': Extra inputs are not permitted"
+    assert roster(a='name = "a b"\n') == (
+        "DIR/a.toml: field 'name': String should match pattern '^[A-Za-z0-9_.-]{1,64}$'")
+    assert roster(a='name = \n') == "DIR/a.toml: not valid TOML: Invalid value (at line 1, column 8)"
+    assert roster(a='name = "x"\n', b='name = "x"\n') == "DIR/b.toml: field 'name': 'x' is also used by DIR/a.toml"
+    assert roster(a='name = "a"\ncapabilities = ["Audit"]\n') == (
+        "DIR/a.toml: field 'capabilities': capability 'Audit' must be '*' or lowercase letters, digits, '_' or '-'")
+    assert roster(a='name = "a"\nhandler = "gone.py:handle"\n') == (
+        "DIR/a.toml: field 'handler': handler file DIR/gone.py does not exist; give a path like "
+        "agents/reviewer.py:handle")
+    assert roster(a='name = "a"\ncaptain = true\n', b='name = "b"\ncaptain = true\n') == (
+        "DIR/b.toml: field 'captain': only one card may be the captain (DIR/a.toml is already)")
+
+
+def test_the_repository_roster_is_valid() -> None:
+    cards = load_roster(ROOT / "agents")
+    assert [c.name for c in cards] == [f"agent-{i}" for i in range(1, 9)]
+    assert [c.name for c in cards if c.captain] == ["agent-4"]
