@@ -1,0 +1,197 @@
+"""`swarm board`: the task board as a rich table (live with `--watch`), and what the task and agent
+commands share with it: option checks that say how to fix a bad value, and the task table."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Annotated, Any, TypeVar, cast
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from swarm.board import KIND_PATTERN, STATES, TERMINAL, Board, Task, text
+from swarm.bus import Bus
+from swarm.cli.common import csv, out, print_json, run_with_bus, safe
+from swarm.connection import translated
+from swarm.errors import ConfigError
+from swarm.protocol import AGENT_PATTERN, now_ms
+
+T = TypeVar("T")
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StateOpt = Annotated[str | None, typer.Option("--state", help=f"Only tasks in this state: {', '.join(STATES)}.")]
+KindOpt = Annotated[str | None, typer.Option("--kind", help="Only tasks of this kind.")]
+
+STYLE = {"open": "cyan", "assigned": "yellow", "running": "blue", "blocked": "magenta",
+         "done": "green", "failed": "red", "cancelled": "dim"}
+ACTIVE = tuple(s for s in STATES if s not in TERMINAL)
+_ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces: all the board ever hands out
+
+
+def with_board(fn: Callable[[Board], Awaitable[T]]) -> T:
+    """Run `fn` with a Board on a fresh connection (embedded server on demand)."""
+    return run_with_bus(lambda bus: fn(Board(bus.redis, bus.settings)))
+
+
+# --- option checks: each names the option, shows the value, says what a good one looks like ----
+def check_state(value: str | None) -> str | None:
+    """A `--state` value, or ConfigError."""
+    if value is not None and value not in STATES:
+        raise ConfigError(f"--state {value!r} is not a task state; use one of: {', '.join(STATES)}")
+    return value
+
+
+def check_kind(value: str | None, option: str = "--kind") -> str | None:
+    """A task kind (`--kind`), or ConfigError."""
+    if value is not None and not re.match(KIND_PATTERN, value):
+        raise ConfigError(
+            f"{option} {value!r} is not a task kind: use 1-32 characters, a lowercase letter first, "
+            "then lowercase letters, digits, '_' or '-' (for example audit)"
+        )
+    return value
+
+
+def check_caps(values: Sequence[str] | None, option: str = "--can") -> list[str]:
+    """Capabilities given as `--can a,b --can c`; each is a kind-like name or `*` (anything)."""
+    caps = csv(values)
+    for cap in caps:
+        if cap != "*" and not re.match(KIND_PATTERN, cap):
+            raise ConfigError(
+                f"{option} {cap!r} is not a capability: use comma-separated names of 1-32 characters, a "
+                "lowercase letter first, then lowercase letters, digits, '_' or '-' (for example "
+                f"{option} audit,docs), or * for any task"
+            )
+    return caps
+
+
+def check_agent(value: str, option: str) -> str:
+    """An agent name (`--agent`, `--to`), or ConfigError."""
+    if not re.match(AGENT_PATTERN, value):
+        raise ConfigError(
+            f"{option} {value!r} is not an agent name: use 1-64 letters, digits, '_', '.' or '-' (for example agent-1)"
+        )
+    return value
+
+
+def check_id(value: str) -> str:
+    """A task id argument, or ConfigError (it keeps terminal control characters out of messages)."""
+    if not _ID.fullmatch(value):
+        raise ConfigError(f"task id {value!r} is not valid: ids look like t-42; `swarm task list` shows them")
+    return value
+
+
+# --- rendering -----------------------------------------------------------------------------------
+def seconds_left(until_ms: int) -> str:
+    """`12.3s` until a time in ms, or `-` when it has passed or is unset."""
+    left = (until_ms - now_ms()) / 1000
+    return f"{left:.1f}s" if until_ms and left > 0 else "-"
+
+
+def state_text(state: str) -> Text:
+    """A state, coloured."""
+    return Text(state, style=STYLE.get(state, ""))
+
+
+def state_markup(state: str) -> str:
+    """A state, coloured, as rich markup (states come from the board, never from users)."""
+    return f"[{STYLE.get(state, 'default')}]{safe(state)}[/]"
+
+
+def task_table(tasks: Sequence[Task]) -> Table:
+    """One row per task: id, state, priority, kind, title, owner, attempts, lease left."""
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name, justify in (("ID", "left"), ("STATE", "left"), ("PRI", "right"), ("KIND", "left"),
+                          ("TITLE", "left"), ("OWNER", "left"), ("TRIES", "right"), ("LEASE", "right")):
+        table.add_column(name, justify=cast(Any, justify), no_wrap=name != "TITLE", overflow="fold")
+    for t in tasks:
+        table.add_row(
+            safe(t.id), state_text(t.state), str(t.priority), safe(t.kind), safe(t.title), safe(t.owner or "-"),
+            f"{t.attempts}/{t.max_attempts}", seconds_left(t.lease_until) if t.owner else "-",
+        )
+    return table
+
+
+def counts_line(counts: dict[str, int]) -> Text:
+    """`open 3 · assigned 1 · ... (N tasks)`, each state in its colour."""
+    line = Text()
+    for i, state in enumerate(STATES):
+        if i:
+            line.append(" · ", style="dim")
+        line.append(f"{state} {counts.get(state, 0)}", style=STYLE[state] if counts.get(state) else "dim")
+    line.append(f"  ({sum(counts.values())} tasks)")
+    return line
+
+
+# --- the command ---------------------------------------------------------------------------------
+async def snapshot(board: Board, state: str | None, kind: str | None, everything: bool, limit: int) -> dict[str, Any]:
+    """Counts per state and the tasks the view shows (active ones unless `everything` or a state)."""
+    states: tuple[str | None, ...] = (state,) if state else (None,) if everything else ACTIVE
+    tasks: list[Task] = []
+    for s in states:
+        tasks.extend(await board.tasks(state=s, kind=kind, limit=limit))
+    if state is None and not everything:  # claim order within each state reads best: urgent, then oldest
+        tasks.sort(key=lambda t: (ACTIVE.index(t.state), -t.priority, t.created))
+    return {"counts": await board.counts(), "tasks": tasks}
+
+
+def render(view: dict[str, Any], title: str) -> Group:
+    """The board view: a header, the table (or a note when empty) and the counts."""
+    tasks: list[Task] = view["tasks"]
+    body: Table | Text = task_table(tasks) if tasks else Text("no tasks to show", style="dim")
+    return Group(Text(title, style="bold"), body, counts_line(view["counts"]))
+
+
+def board(
+    state: StateOpt = None,
+    kind: KindOpt = None,
+    as_json: AsJson = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live, redrawn on board events.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Show finished tasks too, not only active ones.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many tasks per state.")] = 200,
+    interval: Annotated[
+        float, typer.Option(min=0.01, help="With --watch: redraw at least this often (seconds), for lease timers.")
+    ] = 1.0,
+    count: Annotated[int, typer.Option(min=0, help="With --watch: stop after N redraws (0: until Ctrl-C).")] = 0,
+) -> None:
+    """The task board: active tasks (all with --all) and the number of tasks in each state."""
+    check_state(state)
+    check_kind(kind)
+    if watch and as_json:
+        raise ConfigError("--watch and --json do not combine; follow changes as JSON with "
+                          "`swarm tail --stream events --json`")
+    title = "swarm board" + (f" · state {state}" if state else "") + (f" · kind {kind}" if kind else "")
+
+    async def once(bus: Bus) -> None:
+        view = await snapshot(Board(bus.redis, bus.settings), state, kind, everything, limit)
+        if as_json:
+            print_json({"counts": view["counts"], "tasks": [t.summary() for t in view["tasks"]]})
+        else:
+            out.print(render(view, safe(title)))
+
+    async def live(bus: Bus) -> None:
+        b = Board(bus.redis, bus.settings)
+        # Read on from the newest event before the first snapshot, so none between the snapshot
+        # and the first XREAD goes unseen (`$` would skip it).
+        with translated("reading the board-event stream"):
+            newest = cast(list[Any], await bus.redis.xrevrange(b.keys.events, count=1))
+        streams: dict[Any, Any] = {b.keys.events: text(newest[0][0]) if newest else "0-0"}
+        drawn = 0
+        with Live(console=out, auto_refresh=False) as screen:
+            while True:
+                screen.update(render(await snapshot(b, state, kind, everything, limit), safe(title)), refresh=True)
+                drawn += 1
+                if count and drawn >= count:
+                    return
+                # Driven by the event stream: a transition redraws at once; the timeout keeps lease
+                # countdowns moving when nothing happens.
+                with translated("waiting for board events"):
+                    reply = cast(list[Any], await bus.redis.xread(streams, block=max(1, int(interval * 1000)),
+                                                                  count=1000))
+                for stream, entries in reply or []:
+                    streams[text(stream)] = text(entries[-1][0])
+
+    run_with_bus(live if watch else once)

@@ -1,0 +1,70 @@
+"""`swarm captain run|status`: the long-running assigner, and who leads right now."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import anyio
+import typer
+
+from swarm.bus import Bus
+from swarm.captain import Captain
+from swarm.cli.board import AsJson
+from swarm.cli.common import app, out, print_json, run_with_bus, safe
+from swarm.connection import translated
+
+captain = app("The captain: assigns ready tasks to live agents, reaps expired leases.")
+
+
+async def leader(bus: Bus) -> dict[str, Any]:
+    """Who holds the leader lease: `{leading, instance, epoch, lease_ms, last_epoch}`."""
+    with translated("reading the captain's leader lease"):
+        async with bus.redis.pipeline(transaction=False) as pipe:
+            pipe.get(bus.keys.leader)
+            pipe.pttl(bus.keys.leader)
+            pipe.get(bus.keys.epoch)
+            value, ttl, last = await pipe.execute()
+    last_epoch = int(last or 0)
+    if value is None:
+        return {"leading": False, "instance": None, "epoch": None, "lease_ms": None, "last_epoch": last_epoch}
+    epoch, _, instance = value.decode().partition(":")  # the lease holds `<epoch>:<instance>`
+    return {"leading": True, "instance": instance, "epoch": int(epoch), "lease_ms": max(0, int(ttl)),
+            "last_epoch": last_epoch}
+
+
+@captain.command()
+def status(as_json: AsJson = False) -> None:
+    """Say which captain leads, with its epoch (exit code 1 when none does)."""
+    info = run_with_bus(leader)
+    if as_json:
+        print_json(info)
+    elif info["leading"]:
+        out.print(f"captain {safe(info['instance'])} leads: epoch {info['epoch']}, "
+                  f"lease {info['lease_ms'] / 1000:.1f}s left")
+    else:
+        out.print(f"no captain leads (last epoch {info['last_epoch']}); `swarm captain run` starts one")
+    if not info["leading"]:
+        raise typer.Exit(1)
+
+
+@captain.command()
+def run() -> None:
+    """Run a captain until Ctrl-C or SIGTERM: it leads, or stands by while another one does."""
+
+    async def go(bus: Bus) -> Captain:
+        chief = Captain(bus.redis, bus.settings)
+        # Signals are received as events, so the captain's own cleanup (handing the leader lease
+        # over at once, not after it expires) runs inside the event loop instead of being cut off.
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with anyio.create_task_group() as tg:
+                await tg.start(chief.run)
+                out.print(f"captain {chief.instance} running; it leads unless another captain does. "
+                          "Ctrl-C stops it.")
+                async for _ in signals:
+                    tg.cancel_scope.cancel()
+                    break
+        return chief
+
+    chief = run_with_bus(go)
+    out.print(f"captain {chief.instance} stopped after {chief.assigned} assignment(s); leader lease released")

@@ -1,0 +1,310 @@
+"""`swarm task ...`: create, inspect and steer tasks, and the verbs a shell-driven agent lives on
+(`next` to claim, then `heartbeat`, `done`, `fail` or `block` with the token it was given)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.table import Table
+
+from swarm.board import Board, Task, TaskSpec
+from swarm.captain import Captain
+from swarm.cli.board import (
+    AsJson,
+    KindOpt,
+    StateOpt,
+    check_agent,
+    check_caps,
+    check_id,
+    check_kind,
+    check_state,
+    seconds_left,
+    state_markup,
+    state_text,
+    task_table,
+    with_board,
+)
+from swarm.cli.common import app, csv, err, out, print_json, run_with_bus, safe
+from swarm.errors import ConfigError
+from swarm.protocol import TaskEvent
+
+task = app("Tasks on the board: create, inspect, assign, and work them from a shell.")
+
+NOTHING_READY = 3
+"""Exit code of `task next` when no ready task fits: a shell loop sleeps and asks again."""
+
+TaskId = Annotated[str, typer.Argument(help="The task id, e.g. t-42.", show_default=False)]
+Token = Annotated[int, typer.Option("--token", help="The fencing token `task next` (or the assignment) gave you.")]
+To = Annotated[str, typer.Option("--to", help="The agent to give the task to.", show_default=False)]
+Reason = Annotated[str, typer.Option("--reason", help="Why (shown in the task's history).", show_default=False)]
+
+_OPTIONS = {"kind": "--kind", "title": "--title", "body": "--body", "priority": "--priority", "key": "--key",
+            "blocked_by": "--blocked-by", "caps": "--can", "files": "--file", "evidence": "--evidence",
+            "max_attempts": "--max-attempts"}
+_HINTS = {"title": "give 1-300 characters", "body": "keep it under 32 KiB; put long text in a file and refer to it",
+          "priority": "use 0 (lowest) to 9 (most urgent)", "key": "use at most 512 characters",
+          "max_attempts": "use 1 to 100"}
+
+
+def _text_arg(value: str) -> str:
+    """`-` means: read the text from stdin (long bodies and results from a pipe)."""
+    return sys.stdin.read() if value == "-" else value
+
+
+def _spec(**fields: Any) -> TaskSpec:
+    """Build a TaskSpec; its validation error becomes one line naming the option and the fix."""
+    try:
+        return TaskSpec(**fields)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        name = str(first["loc"][0]) if first["loc"] else ""
+        value = repr(first.get("input"))
+        value = value if len(value) <= 40 else value[:37] + "..."
+        hint = _HINTS.get(name, "see `swarm task create --help`")
+        raise ConfigError(f"{_OPTIONS.get(name, name)} {value} is not valid ({first['msg']}); {hint}") from None
+
+
+def _stamp(ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):
+        return str(ms)
+
+
+def _event(e: TaskEvent) -> dict[str, Any]:
+    b = e.body
+    return {"id": e.id, "ts": e.ts, "event": b.event, "state": b.state, "owner": b.owner, "token": b.token,
+            "detail": b.detail}
+
+
+def _report(t: Task, as_json: bool, line: str, **extra: Any) -> None:
+    """A write command's outcome: the task as JSON, or one human line."""
+    if as_json:
+        print_json({**t.summary(), **extra})
+    else:
+        out.print(line)
+
+
+# --- creating and reading ------------------------------------------------------------------------
+@task.command()
+def create(
+    kind: Annotated[str, typer.Option("--kind", help="What sort of work (also the capability it needs).",
+                                      show_default=False)],
+    title: Annotated[str, typer.Option("--title", help="One line saying what to do.", show_default=False)],
+    body: Annotated[str, typer.Option("--body", help="Details; `-` reads them from stdin.")] = "",
+    priority: Annotated[int, typer.Option("--priority", help="0 (lowest) to 9 (most urgent).")] = 5,
+    key: Annotated[str, typer.Option("--key", help="Dedup key: creating again with it returns the first task.")] = "",
+    blocked_by: Annotated[list[str] | None, typer.Option("--blocked-by", help="Task id(s) that must be done first.")]
+    = None,
+    can: Annotated[list[str] | None, typer.Option("--can", help="Capabilities needed (default: the kind).")] = None,
+    files: Annotated[list[str] | None, typer.Option("--file", help="A file the task touches (repeatable).")] = None,
+    evidence: Annotated[list[str] | None, typer.Option("--evidence", help="Id of a message that caused it.")] = None,
+    max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Attempts before it fails.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Create a task (idempotent with --key)."""
+    spec = _spec(kind=check_kind(kind), title=title, body=_text_arg(body), priority=priority, key=key,
+                 blocked_by=tuple(check_id(i) for i in csv(blocked_by)), caps=tuple(check_caps(can)),
+                 files=tuple(files or ()), evidence=tuple(csv(evidence)), max_attempts=max_attempts)
+    t, created = with_board(lambda b: b.create(spec))
+    line = (f"created {t.id} ({safe(t.kind)}, priority {t.priority}): {safe(t.title)}" if created else
+            f"{t.id} already exists with key {safe(t.key)} ({t.state}): {safe(t.title)}")
+    _report(t, as_json, line, new=created)
+
+
+@task.command("list")
+def list_tasks(
+    state: StateOpt = None,
+    kind: KindOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 1000,
+    as_json: AsJson = False,
+) -> None:
+    """List tasks, oldest first, optionally of one state and/or kind."""
+    tasks = with_board(lambda b: b.tasks(check_state(state), check_kind(kind), limit))
+    if as_json:
+        print_json([t.summary() for t in tasks])
+    elif tasks:
+        out.print(task_table(tasks))
+    else:
+        out.print("no tasks")
+
+
+@task.command()
+def show(task_id: TaskId, as_json: AsJson = False) -> None:
+    """One task with its whole history (every transition, oldest first)."""
+    check_id(task_id)
+
+    async def go(b: Board) -> tuple[Task, list[TaskEvent]]:
+        history = await b.history(task_id)
+        return await b.get(task_id), history
+
+    t, history = with_board(go)
+    if as_json:
+        print_json({**t.summary(), "history": [_event(e) for e in history]})
+        return
+    out.print(f"[bold]{safe(t.id)}[/bold] {state_markup(t.state)} {safe(t.kind)}, priority {t.priority}: "
+              f"{safe(t.title)}")
+    if t.owner:
+        lease = "" if t.terminal else f", lease {seconds_left(t.lease_until)} left"
+        out.print(f"  owner {safe(t.owner)} (token {t.token}){lease}")
+    out.print(f"  attempt {t.attempts} of {t.max_attempts}; needs {safe(','.join(t.caps))}")
+    for label, values in (("blocked by", t.blocked_by), ("files", t.files), ("evidence", t.evidence)):
+        if values:
+            out.print(f"  {label}: {safe(', '.join(values))}")
+    for label, value in (("key", t.key), ("result", t.result), ("reason", t.reason), ("body", t.body)):
+        if value:
+            out.print(f"  {label}: {safe(value)}")
+    table = Table(box=None, header_style="bold", pad_edge=False, title="history", title_justify="left")
+    for name in ("AT (UTC)", "EVENT", "STATE", "OWNER", "TOKEN", "DETAIL"):
+        table.add_column(name, overflow="fold", no_wrap=name != "DETAIL")
+    for e in history:
+        b = e.body
+        table.add_row(_stamp(e.ts), safe(b.event), state_text(b.state), safe(b.owner or "-"), str(b.token),
+                      safe(b.detail))
+    out.print(table)
+
+
+@task.command()
+def why(task_id: TaskId, as_json: AsJson = False) -> None:
+    """Why a task is, or is not, assigned, and what would change that."""
+    check_id(task_id)
+    answer = run_with_bus(lambda bus: Captain(bus.redis, bus.settings).why(task_id))
+    if as_json:
+        print_json({"id": task_id, "why": answer})
+    else:
+        out.print(safe(answer))
+
+
+# --- a human steering the board --------------------------------------------------------------
+@task.command()
+def assign(task_id: TaskId, to: To, as_json: AsJson = False) -> None:
+    """Give an open, ready task to an agent (its inbox gets the assignment)."""
+    check_id(task_id)
+    agent = check_agent(to, "--to")
+    t = with_board(lambda b: b.assign(task_id, agent))
+    _report(t, as_json, f"assigned {t.id} to {safe(agent)} (token {t.token})")
+
+
+@task.command()
+def reassign(task_id: TaskId, to: To, as_json: AsJson = False) -> None:
+    """Give a task to another agent, taking it from its current owner (whose token stops working)."""
+    check_id(task_id)
+    agent = check_agent(to, "--to")
+    t = with_board(lambda b: b.assign(task_id, agent, force=True))
+    _report(t, as_json, f"reassigned {t.id} to {safe(agent)} (token {t.token})")
+
+
+@task.command()
+def cancel(task_id: TaskId, reason: Reason = "cancelled", as_json: AsJson = False) -> None:
+    """Cancel a task that has not finished; its owner's token stops working."""
+    check_id(task_id)
+    t = with_board(lambda b: b.cancel(task_id, reason))
+    _report(t, as_json, f"cancelled {t.id}: {safe(reason)}")
+
+
+@task.command()
+def unblock(
+    task_id: TaskId,
+    note: Annotated[str, typer.Option("--note", help="What changed (shown in the history).")] = "",
+    as_json: AsJson = False,
+) -> None:
+    """Put a blocked task back to open."""
+    check_id(task_id)
+    t = with_board(lambda b: b.unblock(task_id, note))
+    _report(t, as_json, f"unblocked {t.id}; it is open again")
+
+
+# --- a shell-driven agent ------------------------------------------------------------------------
+@task.command("next")
+def next_task(
+    agent: Annotated[str, typer.Option("--agent", help="Your agent name.", show_default=False)],
+    can: Annotated[list[str] | None, typer.Option("--can", help="Your capabilities, e.g. audit,docs (* = any).",
+                                                  show_default=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Claim the best ready task you can do; prints its id and token. Exit code 3: nothing ready."""
+    name = check_agent(agent, "--agent")
+    caps = check_caps(can)
+    if not caps:
+        raise ConfigError("--can is missing: name your capabilities, for example --can audit,docs "
+                          "(or --can '*' for any task)")
+    t = with_board(lambda b: b.claim_next(name, caps))
+    if t is None:
+        err.print(safe(f"no ready task for {name} (can {','.join(caps)}); try again later"))
+        raise typer.Exit(NOTHING_READY)
+    if as_json:
+        print_json(t.summary())
+        return
+    out.print(f"claimed {t.id} token {t.token}: {safe(t.title)}")
+    out.print(f"  kind {safe(t.kind)}, priority {t.priority}, attempt {t.attempts} of {t.max_attempts}, "
+              f"lease {seconds_left(t.lease_until)} (extend: swarm task heartbeat {t.id} --token {t.token})")
+    if t.body:
+        out.print(f"  {safe(t.body)}")
+    out.print(f"  finish: swarm task done {t.id} --token {t.token} --result '...'  "
+              f"(or fail/block {t.id} --token {t.token} --reason '...')")
+
+
+@task.command()
+def start(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+    """Start an assigned task (assigned -> running)."""
+    check_id(task_id)
+    t = with_board(lambda b: b.start(task_id, token))
+    _report(t, as_json, f"{t.id} running; lease {seconds_left(t.lease_until)} left")
+
+
+@task.command()
+def heartbeat(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+    """Extend your lease on a task (do it well within SWARM_LEASE_S)."""
+    check_id(task_id)
+    t = with_board(lambda b: b.heartbeat(task_id, token))
+    _report(t, as_json, f"{t.id} lease extended: {seconds_left(t.lease_until)} left")
+
+
+@task.command()
+def done(
+    task_id: TaskId,
+    token: Token,
+    result: Annotated[str, typer.Option("--result", help="What came of it; `-` reads it from stdin.")] = "",
+    as_json: AsJson = False,
+) -> None:
+    """Finish your task."""
+    check_id(task_id)
+    text = _text_arg(result)
+    t = with_board(lambda b: b.complete(task_id, token, text))
+    _report(t, as_json, f"{t.id} done")
+
+
+@task.command()
+def fail(
+    task_id: TaskId,
+    token: Token,
+    reason: Reason,
+    no_retry: Annotated[bool, typer.Option("--no-retry", help="Fail for good, even with attempts left.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Report that your task failed: it is retried after a backoff while attempts remain."""
+    check_id(task_id)
+    t = with_board(lambda b: b.fail(task_id, token, reason, retry=not no_retry))
+    line = (f"{t.id} failed: {safe(reason)}" if t.state == "failed" else
+            f"{t.id} will be retried (attempt {t.attempts} of {t.max_attempts} failed): {safe(reason)}")
+    _report(t, as_json, line)
+
+
+@task.command()
+def block(task_id: TaskId, token: Token, reason: Reason, as_json: AsJson = False) -> None:
+    """Park your task as blocked (you give it up); `swarm task unblock` reopens it."""
+    check_id(task_id)
+    t = with_board(lambda b: b.block(task_id, token, reason))
+    _report(t, as_json, f"{t.id} blocked: {safe(reason)}; `swarm task unblock {t.id}` reopens it")
+
+
+@task.command()
+def release(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+    """Give your task back untouched (it is open again at once, the attempt not counted)."""
+    check_id(task_id)
+    t = with_board(lambda b: b.release(task_id, token))
+    _report(t, as_json, f"released {t.id}; it is open again")
