@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import signal
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import typer
@@ -13,6 +14,8 @@ from swarm.captain import Captain
 from swarm.cli.board import AsJson
 from swarm.cli.common import app, out, print_json, run_with_bus, safe
 from swarm.connection import translated
+from swarm.errors import ConfigError
+from swarm.protocol import AGENT_PATTERN, new_id
 
 captain = app("The captain: assigns ready tasks to live agents, reaps expired leases.")
 
@@ -49,11 +52,15 @@ def status(as_json: AsJson = False) -> None:
 
 
 @captain.command()
-def run() -> None:
+def run(
+    name: Annotated[str, typer.Option(help="Who this captain is (the roster's captain card name).")] = "captain",
+) -> None:
     """Run a captain until Ctrl-C or SIGTERM: it leads, or stands by while another one does."""
+    if not re.match(AGENT_PATTERN, name):
+        raise ConfigError(f"--name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
 
     async def go(bus: Bus) -> Captain:
-        chief = Captain(bus.redis, bus.settings)
+        chief = Captain(bus.redis, bus.settings, instance=f"{name}.{new_id()}")
         # Signals are received as events, so the captain's own cleanup (handing the leader lease
         # over at once, not after it expires) runs inside the event loop instead of being cut off.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
