@@ -97,8 +97,10 @@ def up(
     agents: Annotated[Path, typer.Option(help="Roster folder: one TOML card per agent.")] = Path("agents"),
     discovery: Annotated[bool, typer.Option(help="Also run the work-discovery engine.")] = True,
 ) -> None:
-    """Validate every card, then run the captain and each agent as its own process, with prefixed
-    output, until SIGINT/SIGTERM (or `swarm down`); then stop them gracefully."""
+    """Run the roster: validate every card, start the captain and each agent as its own process.
+
+    Output is prefixed with each process's name. SIGINT/SIGTERM (or `swarm down`) stops them gracefully.
+    """
     cards = load_roster(agents)
     s = settings()
     env = {**os.environ, "SWARM_HOME": str(s.home.resolve())}
