@@ -4,6 +4,7 @@ The layers, inner to outer: `protocol` (models, encode/decode) <- `keys` + `lua`
 <- `bus` (streams, consumer groups, dead letters) <- board, captain, discovery, agents <- `cli`.
 """
 
+from swarm.board import Board, Task, TaskSpec
 from swarm.bus import Bus, Consumer, DeadLetter, Delivery
 from swarm.connection import open_redis
 from swarm.errors import SwarmError
@@ -25,6 +26,7 @@ from swarm.settings import Settings
 
 __all__ = [
     "AssignmentBody",
+    "Board",
     "Bus",
     "ChatBody",
     "CommandBody",
@@ -38,7 +40,9 @@ __all__ = [
     "SignalBody",
     "StatusBody",
     "SwarmError",
+    "Task",
     "TaskEventBody",
+    "TaskSpec",
     "decode",
     "encode",
     "message",
