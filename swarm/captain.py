@@ -157,12 +157,19 @@ class Captain:
     async def _keep_lease(self) -> None:
         period = self.settings.leader_lease_s / 3
         while True:
+            wait = period
             try:
                 await self.elect()
+                if not self.leading:
+                    # Stand by until the leader's lease runs out, not a whole period: polling every
+                    # period would let a dead leader's work wait up to 4/3 of a lease.
+                    with translated("reading the leader lease"):
+                        left_ms = int(await self.redis.pttl(self.keys.leader))
+                    wait = min(period, max(left_ms, 0) / 1000 + 0.005)
             except ConnectionLost as exc:
                 log.warning("cannot reach Redis for the leader lease", error=str(exc))
                 self.epoch = 0
-            await anyio.sleep(period)
+            await anyio.sleep(wait)
 
     async def _listen(self) -> None:
         """Wake the assign loop on every board event and message to the captain (plain XREAD: the

@@ -6,17 +6,22 @@ if spec.key ~= '' then
   local existing = redis.call('HGET', key('dedup'), spec.key)
   if existing then return ok(load(existing), {created = false}) end
 end
-local deps_left = 0
+-- A dependency named twice counts once: its completion releases this task only once.
+local deps, seen, deps_left = {}, {}, 0
 for _, dep in ipairs(spec.deps) do
-  local d = load(dep)
-  if not d then
-    return err('not_found', 'blocked-by task ' .. dep .. ' does not exist; create it first or drop it')
+  if not seen[dep] then
+    seen[dep] = true
+    deps[#deps + 1] = dep
+    local d = load(dep)
+    if not d then
+      return err('not_found', 'blocked-by task ' .. dep .. ' does not exist; create it first or drop it')
+    end
+    if d.state ~= 'done' then deps_left = deps_left + 1 end
   end
-  if d.state ~= 'done' then deps_left = deps_left + 1 end
 end
 local id = 't-' .. redis.call('INCR', key('seq'))
 local t = {id = id, kind = spec.kind, title = spec.title, body = spec.body, priority = tostring(spec.priority),
-  key = spec.key, evidence = spec.evidence, deps = table.concat(spec.deps, ','), caps = spec.caps, files = spec.files,
+  key = spec.key, evidence = spec.evidence, deps = table.concat(deps, ','), caps = spec.caps, files = spec.files,
   state = 'open', owner = '', token = '0', attempts = '0', max_attempts = tostring(spec.max_attempts),
   lease_until = '0', not_before = '0', deps_left = tostring(deps_left), created = tostring(NOW),
   result = '', reason = ''}
@@ -25,7 +30,7 @@ save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'c
 redis.call('ZADD', key('state:open'), NOW, id)
 redis.call('ZADD', key('tasks'), NOW, id)
 if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end
-for _, dep in ipairs(spec.deps) do redis.call('SADD', key('dependents:' .. dep), id) end
+for _, dep in ipairs(deps) do redis.call('SADD', key('dependents:' .. dep), id) end
 make_ready(t)
 emit(t, 'created', t.title)
 return ok(t, {created = true})

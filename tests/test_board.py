@@ -1,0 +1,489 @@
+"""The task board's invariants, against the real server: one owner per task, fenced stale owners,
+retry limits, terminal states, idempotent create, dependencies, claim order, and the audit log."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import cast
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from swarm.board import Board, Task, TaskSpec
+from swarm.connection import client
+from swarm.errors import IllegalTransition, NotReady, StaleToken, TaskNotFound
+from swarm.keys import FIELD
+from swarm.protocol import TaskEvent, decode
+from swarm.settings import Settings
+
+
+def spec(title: str = "job", *, kind: str = "audit", **fields: object) -> TaskSpec:
+    return TaskSpec.model_validate({"kind": kind, "title": title, **fields})
+
+
+def quick(settings: Settings, **changes: object) -> Settings:
+    """The test settings with shorter leases / backoffs for one test."""
+    return settings.model_copy(update=changes)
+
+
+def owner_actions(board: Board, task_id: str, token: int) -> list[Callable[[], Awaitable[Task]]]:
+    """Every transition an owner can make, each ready to be tried."""
+    return [
+        lambda: board.start(task_id, token), lambda: board.heartbeat(task_id, token),
+        lambda: board.complete(task_id, token), lambda: board.fail(task_id, token, "again"),
+        lambda: board.release(task_id, token), lambda: board.block(task_id, token, "why"),
+    ]
+
+
+async def events(redis: Redis, board: Board) -> list[TaskEvent]:
+    """Every entry of the board-event stream, decoded (a decode failure fails the test)."""
+    out: list[TaskEvent] = []
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.events))
+    for _, fields in rows:
+        msg = decode(fields[FIELD.encode()])
+        assert isinstance(msg, TaskEvent)
+        out.append(msg)
+    return out
+
+
+async def test_sixteen_claimers_take_every_task_exactly_once(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    created = [await board.create(spec(f"task {i}")) for i in range(1000)]
+    ids = {task.id for task, fresh in created}
+    assert len(ids) == 1000
+    assert all(fresh for _, fresh in created)
+
+    claimed: list[list[str]] = [[] for _ in range(16)]
+
+    async def claimer(n: int) -> None:
+        own = client(settings.redis_url or "", settings)
+        try:
+            mine = Board(own, settings)
+            while (task := await mine.claim_next(f"w{n}", ["audit"])) is not None:
+                assert task.owner == f"w{n}"
+                assert task.state == "running"
+                claimed[n].append(task.id)
+        finally:
+            await own.aclose()
+
+    async with anyio.create_task_group() as tg:
+        for n in range(16):
+            tg.start_soon(claimer, n)
+
+    everything = [task_id for batch in claimed for task_id in batch]
+    assert len(everything) == 1000  # no task handed out twice
+    assert set(everything) == ids  # none lost
+    assert sum(1 for batch in claimed if batch) > 1  # the claimers really interleaved
+    counts = await board.counts()
+    assert counts == {"open": 0, "assigned": 0, "running": 1000, "blocked": 0, "done": 0, "failed": 0,
+                      "cancelled": 0}
+    assert await board.ready() == []
+    owners = {n: await board.owned(f"w{n}") for n in range(16)}
+    assert all(owners[n] == set(claimed[n]) for n in range(16))
+
+
+async def test_a_worker_that_lost_its_lease_is_fenced_off(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=0.3))
+    task, _ = await board.create(spec())
+    slow = await board.claim_next("slow", ["audit"])
+    assert slow is not None
+    assert slow.token == 1
+    await anyio.sleep(0.4)  # the worker stalls past its lease
+
+    moved, _ = await board.reclaim_expired()
+    assert moved == [task.id]
+    again = await board.get(task.id)
+    assert (again.state, again.owner, again.token, again.attempts) == ("open", None, 2, 1)
+    fast = await board.claim_next("fast", ["audit"])
+    assert fast is not None
+    assert (fast.id, fast.owner, fast.token, fast.attempts) == (task.id, "fast", 3, 2)
+
+    stale = f"token 1 for task {task.id} is stale (current token 3, state running): the lease was lost and " \
+            "the task moved on; drop it"
+    with pytest.raises(StaleToken) as exc:
+        await board.heartbeat(task.id, slow.token)
+    assert str(exc.value) == stale
+    with pytest.raises(StaleToken) as exc:
+        await board.complete(task.id, slow.token, "late result")
+    assert str(exc.value) == stale
+
+    done = await board.complete(task.id, fast.token, "on time")
+    assert (done.state, done.owner, done.result) == ("done", "fast", "on time")
+    with pytest.raises(StaleToken) as exc:  # still refused once the task is finished
+        await board.complete(task.id, slow.token, "late result")
+    assert str(exc.value) == (f"token 1 for task {task.id} is stale (current token 3, state done): the lease was "
+                              "lost and the task moved on; drop it")
+    history = [e.body.event for e in await board.history(task.id)]
+    assert history == ["created", "claimed", "expired", "claimed", "done"]
+    assert history.count("done") == 1
+    assert (await board.get(task.id)).result == "on time"
+
+
+async def test_reassigned_worker_is_fenced_and_the_new_owner_completes_once(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=0.3))
+    task, _ = await board.create(spec())
+    first = await board.assign(task.id, "a1")
+    await anyio.sleep(0.4)
+    assert (await board.reclaim_expired())[0] == [task.id]
+    second = await board.assign(task.id, "a2")
+    assert (first.token, second.token) == (1, 3)
+    with pytest.raises(StaleToken):
+        await board.start(task.id, first.token)
+    await board.start(task.id, second.token)
+    await board.complete(task.id, second.token)
+    assert [e.body.event for e in await board.history(task.id)] == [
+        "created", "assigned", "expired", "assigned", "started", "done"]
+
+
+async def test_retry_limit_fails_with_the_last_reason(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, retry_backoff_s=0))
+    task, _ = await board.create(spec(max_attempts=2))
+    one = await board.claim_next("w", ["audit"])
+    assert one is not None
+    retried = await board.fail(task.id, one.token, "flaky network")
+    assert (retried.state, retried.owner, retried.attempts, retried.reason) == ("open", None, 1, "flaky network")
+    two = await board.claim_next("w", ["audit"])
+    assert two is not None
+    assert two.attempts == 2
+    failed = await board.fail(task.id, two.token, "disk full")
+    assert (failed.state, failed.reason, failed.attempts) == ("failed", "disk full", 2)
+    assert [e.body.event for e in await board.history(task.id)] == ["created", "claimed", "retry", "claimed",
+                                                                      "failed"]
+    assert (await board.history(task.id))[-1].body.detail == "disk full"
+    assert await board.claim_next("w", ["audit"]) is None
+
+
+async def test_fail_without_retry_and_backoff(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, retry_backoff_s=30))
+    task, _ = await board.create(spec())
+    owned = await board.claim_next("w", ["audit"])
+    assert owned is not None
+    backing = await board.fail(task.id, owned.token, "try later")
+    assert backing.state == "open"
+    assert backing.not_before > backing.updated
+    assert await board.ready() == []
+    assert await board.claim_next("w", ["audit"]) is None  # backing off, not claimable
+    with pytest.raises(NotReady) as exc:
+        await board.assign(task.id, "w")
+    assert str(exc.value) == f"task {task.id} is backing off until {backing.not_before} (ms) after a failure"
+
+    other, _ = await board.create(spec("no retry"))
+    got = await board.claim_next("w", ["audit"])
+    assert got is not None
+    assert got.id == other.id
+    final = await board.fail(other.id, got.token, "bad input", retry=False)
+    assert (final.state, final.reason, final.attempts) == ("failed", "bad input", 1)
+
+
+async def test_lease_expiry_past_the_retry_limit_fails_the_task(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=0.2))
+    task, _ = await board.create(spec(max_attempts=1))
+    owned = await board.claim_next("w1", ["audit"])
+    assert owned is not None
+    await anyio.sleep(0.3)
+    moved, wake = await board.reclaim_expired()
+    assert (moved, wake) == ([task.id], None)
+    failed = await board.get(task.id)
+    assert (failed.state, failed.reason) == ("failed", "lease of w1 expired on attempt 1 of 1")
+    assert await board.owned("w1") == set()
+    with pytest.raises(StaleToken):
+        await board.heartbeat(task.id, owned.token)
+
+
+async def test_terminal_states_reject_every_transition(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, retry_backoff_s=0))
+    done, _ = await board.create(spec("done"))
+    failed, _ = await board.create(spec("failed", max_attempts=1))
+    cancelled, _ = await board.create(spec("cancelled"))
+    d = await board.claim_next("w", ["audit"])
+    f = await board.claim_next("w", ["audit"])
+    c = await board.claim_next("w", ["audit"])
+    assert d is not None
+    assert f is not None
+    assert c is not None
+    await board.complete(done.id, d.token, "ok")
+    await board.fail(failed.id, f.token, "broken")
+    cancelled_task = await board.cancel(cancelled.id, "not needed")
+    assert (cancelled_task.state, cancelled_task.reason, cancelled_task.token) == ("cancelled", "not needed", 2)
+
+    for task, state, token in ((done, "done", d.token), (failed, "failed", f.token)):
+        terminal = f"task {task.id} is {state}, a terminal state; it never changes again"
+        with pytest.raises(IllegalTransition) as exc:
+            await board.cancel(task.id)
+        assert str(exc.value) == terminal
+        with pytest.raises(IllegalTransition) as exc:
+            await board.unblock(task.id)
+        assert str(exc.value) == terminal
+        with pytest.raises(IllegalTransition) as exc:
+            await board.assign(task.id, "w2")
+        assert str(exc.value) == f"task {task.id} is {state} by w, not open"
+        with pytest.raises(IllegalTransition) as exc:
+            await board.assign(task.id, "w2", force=True)
+        assert str(exc.value) == f"task {task.id} is {state} by w, not open"
+        # The last owner still holds the current token, so the state is what refuses it.
+        owner_refusal = f"task {task.id} is {state}; only an assigned or running task can do that"
+        for action in owner_actions(board, task.id, token):
+            with pytest.raises(IllegalTransition) as exc:
+                await action()
+            assert str(exc.value) == owner_refusal
+
+    # Cancelling fenced the owner's token: every owner action is a StaleToken.
+    stale = (f"token {c.token} for task {cancelled.id} is stale (current token 2, state cancelled): the lease was "
+             "lost and the task moved on; drop it")
+    for action in owner_actions(board, cancelled.id, c.token):
+        with pytest.raises(StaleToken) as stale_exc:
+            await action()
+        assert str(stale_exc.value) == stale
+    with pytest.raises(IllegalTransition) as exc:
+        await board.cancel(cancelled.id)
+    assert str(exc.value) == f"task {cancelled.id} is cancelled, a terminal state; it never changes again"
+
+    before = {t.id: t for t in await board.tasks()}
+    await board.reclaim_expired()
+    assert {t.id: t for t in await board.tasks()} == before
+    assert await board.counts() == {"open": 0, "assigned": 0, "running": 0, "blocked": 0, "done": 1, "failed": 1,
+                                    "cancelled": 1}
+
+
+async def test_owner_transitions_and_their_refusals(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    task, _ = await board.create(spec())
+    assigned = await board.assign(task.id, "w")
+    with pytest.raises(StaleToken) as stale:
+        await board.start(task.id, assigned.token + 1)
+    assert str(stale.value) == (f"token 2 for task {task.id} is stale (current token 1, state assigned): the lease "
+                                "was lost and the task moved on; drop it")
+    running = await board.start(task.id, assigned.token)
+    with pytest.raises(IllegalTransition) as exc:
+        await board.start(task.id, running.token)
+    assert str(exc.value) == f"task {task.id} is already running"
+    with pytest.raises(IllegalTransition) as exc:
+        await board.assign(task.id, "w2")
+    assert str(exc.value) == f"task {task.id} is running by w, not open; use reassign to move it"
+    with pytest.raises(IllegalTransition) as exc:
+        await board.assign(task.id, "w", force=True)
+    assert str(exc.value) == f"task {task.id} is already running by w"
+
+    blocked = await board.block(task.id, running.token, "needs a human")
+    assert (blocked.state, blocked.owner, blocked.reason) == ("blocked", None, "needs a human")
+    assert await board.owned("w") == set()
+    with pytest.raises(StaleToken):
+        await board.heartbeat(task.id, running.token)
+    with pytest.raises(IllegalTransition) as exc:
+        await board.assign(task.id, "w")
+    assert str(exc.value) == f"task {task.id} is blocked, not open"
+    reopened = await board.unblock(task.id, "answered")
+    assert reopened.state == "open"
+    with pytest.raises(IllegalTransition) as exc:
+        await board.unblock(task.id)
+    assert str(exc.value) == f"task {task.id} is open, not blocked"
+
+    again = await board.claim_next("w", ["audit"])
+    assert again is not None
+    released = await board.release(task.id, again.token, "shutting down")
+    assert (released.state, released.attempts) == ("open", 1)  # a release does not count as an attempt
+    with pytest.raises(TaskNotFound) as missing:
+        await board.complete("t-999", 1)
+    assert str(missing.value) == "no task t-999 on this board; `swarm task list` shows the ids"
+    with pytest.raises(TaskNotFound):
+        await board.get("t-999")
+
+
+async def test_reassign_moves_ownership_and_fences_the_old_owner(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    task, _ = await board.create(spec())
+    old = await board.assign(task.id, "a1")
+    new = await board.assign(task.id, "a2", force=True)
+    assert (new.owner, new.token, new.state) == ("a2", 2, "assigned")
+    assert (await board.owned("a1"), await board.owned("a2")) == (set(), {task.id})
+    with pytest.raises(StaleToken):
+        await board.start(task.id, old.token)
+    assert (await board.history(task.id))[-1].body.detail == "from a1"
+
+
+async def test_concurrent_creates_with_one_key_make_one_task(redis: Redis, settings: Settings) -> None:
+    clients = [client(settings.redis_url or "", settings) for _ in range(5)]
+    results: list[tuple[Task, bool]] = []
+
+    async def create(n: int) -> None:
+        board = Board(clients[n % len(clients)], settings)
+        results.append(await board.create(spec(f"same finding {n}", key="audit:src/app.py:42")))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(50):
+                tg.start_soon(create, n)
+    finally:
+        for c in clients:
+            await c.aclose()
+    assert len({task.id for task, _ in results}) == 1
+    assert sorted(fresh for _, fresh in results) == [False] * 49 + [True]
+    board = Board(redis, settings)
+    assert len(await board.tasks()) == 1
+    assert [e.body.event for e in await events(redis, board)] == ["created"]
+    again, fresh = await board.create(spec("rescan", key="audit:src/app.py:42"))
+    assert (again.id, fresh) == (results[0][0].id, False)
+
+
+async def test_dependencies_gate_readiness(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    first, _ = await board.create(spec("first"))
+    second, _ = await board.create(spec("second", blocked_by=(first.id,)))
+    assert second.deps_left == 1
+    assert [t.id for t in await board.ready()] == [first.id]
+    with pytest.raises(NotReady) as exc:
+        await board.assign(second.id, "w")
+    assert str(exc.value) == f"task {second.id} waits on 1 unfinished blocked-by task(s)"
+    owned = await board.claim_next("w", ["audit"])
+    assert owned is not None
+    assert owned.id == first.id
+    assert await board.claim_next("w", ["audit"]) is None  # second waits on first
+    await board.complete(first.id, owned.token)
+    assert [t.id for t in await board.ready()] == [second.id]
+    nxt = await board.claim_next("w", ["audit"])
+    assert nxt is not None
+    assert nxt.id == second.id
+
+    # A task created after its dependency finished is ready at once.
+    third, _ = await board.create(spec("third", blocked_by=(first.id,)))
+    assert third.deps_left == 0
+    assert [t.id for t in await board.ready()] == [third.id]
+    with pytest.raises(TaskNotFound) as missing:
+        await board.create(spec("orphan", blocked_by=("t-404",)))
+    assert str(missing.value) == "blocked-by task t-404 does not exist; create it first or drop it"
+
+
+async def test_a_dependency_named_twice_still_releases_the_task(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    first, _ = await board.create(spec("first"))
+    second, _ = await board.create(spec("second", blocked_by=(first.id, first.id)))
+    assert (second.deps_left, second.blocked_by) == (1, (first.id,))
+    owned = await board.claim_next("w", ["audit"])
+    assert owned is not None
+    await board.complete(first.id, owned.token)
+    assert [t.id for t in await board.ready()] == [second.id]
+
+
+async def test_claim_order_is_priority_then_age(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    created = [(await board.create(spec(f"p{i % 3}", priority=(i % 3) * 4)))[0] for i in range(30)]
+    expected = [t.id for t in sorted(created, key=lambda t: (-t.priority, int(t.id.removeprefix("t-"))))]
+    assert [t.id for t in await board.ready()] == expected
+    order = []
+    while (task := await board.claim_next("w", ["audit"])) is not None:
+        order.append(task.id)
+    assert order == expected
+
+
+async def test_claim_matches_capabilities(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    docs, _ = await board.create(spec("write docs", kind="docs", priority=9))
+    both, _ = await board.create(spec("audited docs", kind="docs", caps=("docs", "audit"), priority=8))
+    audit, _ = await board.create(spec("audit", priority=1))
+    got = await board.claim_next("auditor", ["audit"])
+    assert got is not None
+    assert got.id == audit.id
+    assert await board.claim_next("auditor", ["audit"]) is None
+    got = await board.claim_next("writer", ["audit", "docs"])
+    assert got is not None
+    assert got.id == docs.id
+    got = await board.claim_next("any", ["*"])
+    assert got is not None
+    assert got.id == both.id
+
+
+async def test_every_transition_is_an_event_in_the_stream_and_the_history(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=0.2, retry_backoff_s=0))
+    a, _ = await board.create(spec("a"))
+    b, _ = await board.create(spec("b", blocked_by=(a.id,)))
+    c, _ = await board.create(spec("c", max_attempts=1))
+    t = await board.assign(a.id, "w1")
+    t = await board.start(a.id, t.token)
+    await board.heartbeat(a.id, t.token)  # not a transition: no event
+    t = await board.fail(a.id, t.token, "oops")
+    t = await board.assign(a.id, "w1")
+    t = await board.assign(a.id, "w2", force=True)
+    t = await board.block(a.id, t.token, "question")
+    await board.unblock(a.id, "answer")
+    t = await board.assign(a.id, "w1")
+    await board.release(a.id, t.token)
+    assert await board.claim_next("w1", ["audit"]) is not None  # a (c waits behind it)
+    t = await board.get(a.id)
+    await board.complete(a.id, t.token, "x" * 20_000)  # a result too long for an event's detail
+    owned_b = await board.claim_next("w2", ["audit"])
+    owned_c = await board.claim_next("w3", ["audit"])
+    assert owned_b is not None
+    assert owned_c is not None
+    assert (owned_b.id, owned_c.id) == (b.id, c.id)
+    await anyio.sleep(0.3)
+    moved, _ = await board.reclaim_expired()  # two leases expire in one call
+    assert sorted(moved) == sorted([b.id, c.id])
+    await board.cancel(b.id, "obsolete")
+
+    stream = await events(redis, board)
+    assert len({e.id for e in stream}) == len(stream)  # every event its own message id
+    per_task = {task_id: [e for e in stream if e.body.task_id == task_id] for task_id in (a.id, b.id, c.id)}
+    assert sum(len(v) for v in per_task.values()) == len(stream)
+    for task_id, mine in per_task.items():
+        assert await board.history(task_id) == mine
+    assert [(e.body.event, e.body.state, e.body.owner) for e in per_task[a.id]] == [
+        ("created", "open", None), ("assigned", "assigned", "w1"), ("started", "running", "w1"),
+        ("retry", "open", None), ("assigned", "assigned", "w1"), ("reassigned", "assigned", "w2"),
+        ("blocked", "blocked", None), ("unblocked", "open", None), ("assigned", "assigned", "w1"),
+        ("released", "open", None), ("claimed", "running", "w1"), ("done", "done", "w1"),
+    ]
+    assert [e.body.token for e in per_task[a.id]] == [0, 1, 1, 2, 3, 4, 5, 5, 6, 7, 8, 8]
+    assert per_task[a.id][-1].body.detail.startswith("x" * 100)
+    assert (await board.get(a.id)).result == "x" * 20_000  # the task keeps the whole result
+    assert [e.body.event for e in per_task[b.id]] == ["created", "claimed", "expired", "cancelled"]
+    assert [(e.body.event, e.body.detail) for e in per_task[c.id]] == [
+        ("created", "c"), ("claimed", ""), ("failed", "lease of w3 expired on attempt 1 of 1")]
+    assert all(e.sender == "board" and e.to == "@all" for e in stream)
+
+
+async def test_reclaim_reports_when_to_look_again(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=5, retry_backoff_s=2))
+    assert await board.reclaim_expired() == ([], None)
+    a, _ = await board.create(spec("a"))
+    b, _ = await board.create(spec("b"))
+    owned = await board.claim_next("w", ["audit"])
+    assert owned is not None
+    moved, wake = await board.reclaim_expired()
+    assert (moved, wake) == ([], owned.lease_until)
+    other = await board.claim_next("w", ["audit"])
+    assert other is not None
+    backing = await board.fail(other.id, other.token, "later")
+    moved, wake = await board.reclaim_expired()
+    assert moved == []
+    assert wake == min(backing.not_before, owned.lease_until)
+    assert {a.id, b.id} == {owned.id, other.id}
+
+
+async def test_task_json_and_spec_validation(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    task, _ = await board.create(spec(
+        "t", body="details", priority=7, key="k", evidence=("m1", "m2"), files=("a.py", "b c.py"),
+    ))
+    summary = task.summary()
+    assert json.loads(json.dumps(summary)) == summary
+    assert (task.caps, task.evidence, task.files, task.max_attempts) == (("audit",), ("m1", "m2"),
+                                                                       ("a.py", "b c.py"), 3)
+    assert await board.get(task.id) == task
+    with pytest.raises(ValueError, match=re.escape("'a,b' must be non-empty and contain no comma")):
+        spec(caps=("a,b",))
+
+
+async def test_a_long_result_is_clipped_in_the_event_at_a_character_boundary(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    task, _ = await board.create(spec())
+    owned = await board.claim_next("w", ["audit"])
+    assert owned is not None
+    result = "ab" + "😀" * 5000  # 20,002 bytes; 16,384 falls inside a 4-byte character
+    await board.complete(task.id, owned.token, result)
+    done = (await board.history(task.id))[-1]
+    assert (done.body.event, done.body.detail) == ("done", "ab" + "😀" * 4095)
+    assert (await board.get(task.id)).result == result
+    assert (await events(redis, board))[-1] == done
