@@ -141,3 +141,46 @@ class Keys:
     def epoch(self) -> str:
         """Counter: the leader epoch, incremented by every captain that takes the lease."""
         return self.prefix + "captain:epoch"
+
+    # --- repetition detection (swarm.discovery.repetition; see swarm/lua/repetition_observe.lua) ---
+    @property
+    def repetition_seen(self) -> str:
+        """Zset: id -> ts of every message the repetition detector counted (redeliveries change nothing)."""
+        return self.prefix + "rep:seen"
+
+    @property
+    def repetition_fires(self) -> str:
+        """Hash: message id -> "<ts> <signal id>..." for the messages that fired a signal."""
+        return self.prefix + "rep:fires"
+
+    @property
+    def repetition_signals(self) -> str:
+        """Hash: per signal id, its fixed fields (JSON) and `<id>|c` count, `|l` last seen, `|o` open, `|e` evidence."""
+        return self.prefix + "rep:signals"
+
+    @property
+    def repetition_index(self) -> str:
+        """Zset: signal id -> last seen ts; newest first is what `swarm signals` lists."""
+        return self.prefix + "rep:index"
+
+    @property
+    def repetition_swarm(self) -> str:
+        """Hash: the swarm-wide repetition counts (`t` clock, `c:<family>` counts, `o:<family>` open signal)."""
+        return self.prefix + "rep:swarm"
+
+    @property
+    def repetition_swarm_window(self) -> str:
+        """Zset: `<family>|<message id>` -> ts, the swarm-wide sliding window."""
+        return self.prefix + "rep:swarm:win"
+
+    def repetition_agent(self, agent: str) -> str:
+        """Hash: one agent's repetition counts, same fields as `repetition_swarm`."""
+        return f"{self.prefix}rep:agent:{agent}"
+
+    def repetition_window(self, agent: str) -> str:
+        """Zset: `<family>|<message id>` -> ts, one agent's sliding window."""
+        return f"{self.prefix}rep:win:{agent}"
+
+    def repetition_families(self, agent: str) -> str:
+        """Hash: one agent's near-duplicate families (`f:<simhash>` signature, `x:<feature>` index)."""
+        return f"{self.prefix}rep:fam:{agent}"
