@@ -184,3 +184,13 @@ class Keys:
     def repetition_families(self, agent: str) -> str:
         """Hash: one agent's near-duplicate families (`f:<simhash>` signature, `x:<feature>` index)."""
         return f"{self.prefix}rep:fam:{agent}"
+
+    # --- discovery engine (swarm.discovery.engine) ----------------------------------------------------
+    def discovered(self, source: str) -> str:
+        """Hash: task key -> task id of what `source` found on its last scan (to close obsolete tasks)."""
+        return f"{self.prefix}discovery:tasks:{source}"
+
+    @property
+    def escalated(self) -> str:
+        """Set: ids of the signals already escalated to the captain (one escalation per signal)."""
+        return self.prefix + "discovery:escalated"

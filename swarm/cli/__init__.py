@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarm.cli import messages, workers
+from swarm.cli import demo, discovery, messages, workers
 from swarm.cli.agents import agents as list_agents
 from swarm.cli.board import board as show_board
 from swarm.cli.captain import captain as captain_app
@@ -24,6 +24,10 @@ app.add_typer(workers.agent_app, name="agent")
 app.command()(workers.up)
 app.command()(workers.down)
 app.command()(workers.ps)
+app.command()(discovery.discover)
+app.command()(discovery.signals)
+app.add_typer(discovery.discovery_app, name="discovery")
+app.command()(demo.demo)
 
 
 def main() -> None:
