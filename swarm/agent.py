@@ -156,7 +156,7 @@ class Agent:
     async def _claimer(self) -> None:
         """Claim ready work while there is spare capacity; wake on board events, not a timer."""
         events = self.bus.keys.events
-        last = "$"
+        last = await self.bus.last_id(events)
         while True:
             while len(self.jobs) < self.card.concurrency:
                 try:

@@ -9,6 +9,7 @@ accepted. Each script appends its transition to the board-event stream in the sa
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
@@ -16,16 +17,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
 from swarm.connection import translated
-from swarm.errors import IllegalTransition, NotLeader, NotReady, StaleToken, SwarmError, TaskNotFound
+from swarm.errors import ConfigError, IllegalTransition, NotLeader, NotReady, StaleToken, SwarmError, TaskNotFound
 from swarm.keys import Keys
 from swarm.lua import Scripts
-from swarm.protocol import TaskEvent, decode, new_id
+from swarm.protocol import AGENT_PATTERN, TaskEvent, decode, new_id
 from swarm.settings import Settings
 
 State = Literal["open", "assigned", "running", "done", "failed", "blocked", "cancelled"]
 STATES: tuple[State, ...] = ("open", "assigned", "running", "blocked", "done", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+_AGENT = re.compile(AGENT_PATTERN)
 
 _ERRORS: dict[str, type[SwarmError]] = {
     "not_found": TaskNotFound,
@@ -227,6 +229,7 @@ class Board:
     ) -> Task:
         """Give an open, ready task to `agent` (with `force`, take it from its current owner) and
         write the assignment to the agent's inbox in the same step. `epoch` fences a deposed captain."""
+        _check_agent(agent)
         return await self._task(
             "assign", task_id, agent, instance, self.lease_ms, "" if epoch is None else epoch,
             "1" if force else "0", new_id(),
@@ -251,6 +254,7 @@ class Board:
     # --- the owner's transitions ---------------------------------------------------------------
     async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:
         """Take the best ready task `agent` is capable of (`*` = anything); None when none is."""
+        _check_agent(agent)
         reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms)
         return None if reply.get("empty") else Task.from_redis(reply["task"])
 
@@ -283,6 +287,12 @@ class Board:
     async def block(self, task_id: str, token: int, reason: str) -> Task:
         """-> blocked with a reason; `unblock` reopens it."""
         return await self._own("block", task_id, token, reason)
+
+
+def _check_agent(agent: str) -> None:
+    """Agent names go into events and stream names: refuse one the protocol would not decode."""
+    if not _AGENT.match(agent):
+        raise ConfigError(f"agent name {agent!r} must be 1-64 letters, digits, '_', '.' or '-'")
 
 
 def check_state(value: str | None) -> str | None:

@@ -103,6 +103,13 @@ class Bus:
             ids: list[bytes] = await self.scripts["publish"](keys=list(streams), args=args)
         return [i.decode() for i in ids]
 
+    async def last_id(self, stream: str) -> str:
+        """The id of the newest entry in `stream` ("0-0" when empty): where a plain XREAD that must
+        not miss anything starts (`$` would skip entries that arrive between two reads)."""
+        with translated("reading a stream's last id"):
+            rows = cast(list[Entry], await self.redis.xrevrange(stream, count=1))
+        return _text(rows[0][0]) if rows else "0-0"
+
     async def dead_letter(self, stream: str, group: str, entry_id: str, reason: str, consumer: str) -> str:
         """Move one pending entry to the dead-letter stream with `reason`, acking it in the same step."""
         with translated("dead-lettering an entry"):

@@ -18,6 +18,7 @@ import structlog
 from redis.asyncio import Redis
 
 from swarm.board import Board, Task, text
+from swarm.bus import Bus
 from swarm.connection import translated
 from swarm.errors import ConnectionLost, IllegalTransition, NotLeader
 from swarm.keys import Keys
@@ -71,6 +72,7 @@ class Captain:
         self.keys = Keys(settings.name)
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
+        self.bus = Bus(redis, settings)
         self.instance = instance or new_id()
         self.epoch = 0
         self._scripts = Scripts(redis)
@@ -174,7 +176,7 @@ class Captain:
     async def _listen(self) -> None:
         """Wake the assign loop on every board event and message to the captain (plain XREAD: the
         events are a trigger; the board itself is the truth, so none needs to be acked)."""
-        streams: dict[Any, Any] = {self.keys.events: "$", self.keys.captain: "$"}
+        streams: dict[Any, Any] = {s: await self.bus.last_id(s) for s in (self.keys.events, self.keys.captain)}
         while True:
             try:
                 with translated("waiting for board events"):

@@ -117,6 +117,15 @@ class Keys:
         return f"{self.prefix}affinity:{agent}"
 
     @property
+    def seq(self) -> str:
+        """Counter: the number in the next task id (`t-<n>`)."""
+        return self.prefix + "seq"
+
+    def dependents(self, task_id: str) -> str:
+        """Set: ids of the tasks blocked by `task_id` (told when it is done)."""
+        return f"{self.prefix}dependents:{task_id}"
+
+    @property
     def dedup(self) -> str:
         """Hash: dedup key -> task id, what makes create idempotent."""
         return self.prefix + "dedup"

@@ -367,3 +367,11 @@ async def _handled_at_least(redis: Redis, bus: Bus, count: int) -> bool:
     """The detector's group has read and acked at least `count` entries of the broadcast stream."""
     groups = await redis.xinfo_groups(bus.keys.bus)
     return any(int(g["entries-read"] or 0) - int(g["pending"]) >= count for g in groups)
+
+
+async def test_a_status_naming_its_task_is_progress_however_alike_the_titles(redis: Redis, settings: Settings) -> None:
+    detector = Detector(redis, settings)
+    msgs = [message(StatusBody(text=f"done t-{n}: Fix 1 security finding in swarm/server.py", state="done",
+                               task_id=f"t-{n}"), sender="a1") for n in range(10)]
+    assert await detector.observe_many(msgs) == []
+    assert {detector.verdict(m).kind for m in msgs} == {"progress"}  # type: ignore[union-attr]

@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
 from swarm.connection import translated
-from swarm.discovery.text import Classifier, Verdict
+from swarm.discovery.text import Classifier, Verdict, normalize
 from swarm.keys import CAPTAIN, Keys
 from swarm.lua import Scripts
 from swarm.protocol import AGENT_PATTERN, Chat, Message, Signal, SignalBody, Status
@@ -102,6 +102,10 @@ class Detector:
     def verdict(self, msg: Message) -> Verdict | None:
         """What the classifier makes of `msg`; None for kinds other than status and chat."""
         if isinstance(msg, Status):
+            if msg.body.task_id and msg.body.state in ("working", "done"):
+                # A status that names the task it is working on or finished is progress by
+                # declaration, however alike the titles read ("done t-6: Fix ...", "done t-7: Fix ...").
+                return Verdict("progress", "", 0, normalize(msg.body.text))
             return self.classifier.classify(msg.body.text, msg.body.state)
         if isinstance(msg, Chat):
             return self.classifier.classify(msg.body.text)
