@@ -62,6 +62,8 @@ class Summary:
     messages: int = 0
     chatter: int = 0
     """Status messages the scripted chatter sent (the rest of `messages` are the agents' own)."""
+    idle: int = 0
+    """...of which idle talk: what discovery should coalesce."""
     coalesced: int = 0
     signals: int = 0
     found: Counter[str] = field(default_factory=Counter)
@@ -73,8 +75,8 @@ class Summary:
 
     @property
     def coalesced_share(self) -> float:
-        """Share of the messages on the bus that reached the captain only as part of a signal."""
-        return self.coalesced / self.messages if self.messages else 0.0
+        """Share of the idle chatter that reached the captain only as part of a signal."""
+        return self.coalesced / self.idle if self.idle else 0.0
 
 
 async def reset(redis: Redis, keys: Keys) -> None:
@@ -89,10 +91,10 @@ async def reset(redis: Redis, keys: Keys) -> None:
         await redis.unlink(*batch)
 
 
-async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: int = 7) -> int:
-    """Realistic agent talk: mostly idle paraphrases, some progress. Returns the messages sent."""
+async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: int = 7) -> tuple[int, int]:
+    """Realistic agent talk: mostly idle paraphrases, some progress. Returns (messages, idle ones)."""
     rng = random.Random(seed)
-    sent = 0
+    sent = idle = 0
     for n in range(rounds):
         batch = []
         for name in names:
@@ -102,11 +104,12 @@ async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: 
             else:
                 text = rng.choice(IDLE)
                 state = "idle"
+                idle += 1
             batch.append(message(StatusBody(text=text, state=state), sender=name))
         await bus.publish_many(batch)
         sent += len(batch)
         await anyio.sleep(period * (0.5 + rng.random()) if n else period)
-    return sent
+    return sent, idle
 
 
 def roster(folder: Path | None) -> list[RosterCard]:
@@ -140,7 +143,7 @@ async def run_demo(
             agent = Agent(redis, settings, card.agent_card(), handler, workspace=workspace, grace_s=2.0,
                           claim=False)
             await tg.start(agent.run, stop)
-        summary.chatter = await chatter(bus, [c.name for c in workers], rounds, period)
+        summary.chatter, summary.idle = await chatter(bus, [c.name for c in workers], rounds, period)
         with anyio.move_on_after(max(1.0, max_s - (time.monotonic() - started))):
             while True:
                 tasks = await board.tasks(limit=10_000)

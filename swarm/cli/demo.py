@@ -62,8 +62,8 @@ def demo(
     out.print(f"\n[bold]swarm demo[/bold] finished in {summary.seconds:.1f}s on {workspace}")
     out.print(f"  messages seen:      {summary.messages} "
               f"({summary.chatter} scripted chatter, the rest the agents' own)")
-    out.print(f"  chatter coalesced:  {summary.coalesced_share:.0%} ({summary.coalesced} messages into "
-              f"{summary.signals} signals)")
+    out.print(f"  chatter coalesced:  {summary.coalesced_share:.0%} of {summary.idle} idle messages folded into "
+              f"{summary.signals} signals (the captain sees the signals, not the flood)")
     out.print(f"  tasks found:        {found}")
     left = f" ({summary.open} still open)" if summary.open else ""
     out.print(f"  done / failed:      {done} / {summary.failed}{left}")
