@@ -89,6 +89,8 @@ class Agent:
         self._changed = anyio.Event()
         self._workers: TaskGroup | None = None
         self._replaced = anyio.Event()
+        self._claiming = anyio.Lock()
+        self._stopping = False
 
     @property
     def name(self) -> str:
@@ -99,6 +101,11 @@ class Agent:
                   ) -> None:
         """Register, work until `stop` is set (or another instance takes the name), then drain:
         running tasks get `grace_s` to finish; what is left is released back to the board."""
+        # The inbox group must exist before the captain can know us: an assignment written between
+        # registering and creating a group at `$` would never be delivered.
+        streams = [self.bus.keys.inbox(self.name)] + [self.bus.keys.role(r) for r in self.card.roles]
+        inbox = self.bus.consumer(self.name, self.instance, streams, start="$")
+        await inbox.setup()
         self.card = await self.registry.register(self.card, self.instance)
         structlog.contextvars.bind_contextvars(agent=self.name)
         await self._say("online, ready for work", "idle")
@@ -110,7 +117,7 @@ class Agent:
                 async with anyio.create_task_group() as workers:
                     self._workers = workers
                     async with anyio.create_task_group() as intake:
-                        intake.start_soon(self._inbox)
+                        intake.start_soon(inbox.run, self._on_message)
                         if self.claim:
                             intake.start_soon(self._claimer)
                         if self.idle_chatter_s:
@@ -119,6 +126,7 @@ class Agent:
                         with anyio.CancelScope() as waiting:
                             intake.start_soon(_set_on, self._replaced, waiting)
                             await stop.wait()
+                        self._stopping = True
                         intake.cancel_scope.cancel()
                     await self._drain()
                     workers.cancel_scope.cancel()
@@ -138,18 +146,13 @@ class Agent:
             log.warning("grace period over; releasing unfinished tasks", tasks=sorted(self.jobs))
 
     # --- intake ----------------------------------------------------------------------------------
-    async def _inbox(self) -> None:
-        streams = [self.bus.keys.inbox(self.name)] + [self.bus.keys.role(r) for r in self.card.roles]
-        consumer = self.bus.consumer(self.name, self.instance, streams, start="$")
-        await consumer.run(self._on_message)
-
     async def _on_message(self, delivery: Delivery) -> None:
         msg = delivery.message
         if isinstance(msg, Assignment):
             if msg.body.instance and msg.body.instance != self.instance:
                 log.info("assignment for an earlier instance ignored", task=msg.body.task_id)
                 return
-            self._spawn(msg.body.task_id, msg.body.token, started=False)
+            self._spawn(msg.body.task_id, msg.body.token, None)
         elif isinstance(msg, Command) and msg.body.name == "ping":
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
@@ -158,15 +161,7 @@ class Agent:
         events = self.bus.keys.events
         last = await self.bus.last_id(events)
         while True:
-            while len(self.jobs) < self.card.concurrency:
-                try:
-                    task = await self.board.claim_next(self.name, self.card.capabilities or ("*",))
-                except ConnectionLost as exc:
-                    log.warning("cannot reach Redis to claim", error=str(exc))
-                    break
-                if task is None:
-                    break
-                self._spawn(task.id, task.token, started=True)
+            await self._claim_some()
             try:
                 reply: Any = await self.bus.redis.xread({events: last}, block=1000, count=100)
             except Exception as exc:  # connection trouble: the next loop turn retries
@@ -176,6 +171,20 @@ class Agent:
             for _, entries in reply or []:
                 last = entries[-1][0]
 
+    async def _claim_some(self) -> None:
+        """Claim ready tasks up to spare capacity. Runs on board events and whenever a job ends (so
+        a busy agent goes straight on to the next task); the lock keeps two runs from overfilling."""
+        async with self._claiming:
+            while not self._stopping and len(self.jobs) < self.card.concurrency:
+                try:
+                    task = await self.board.claim_next(self.name, self.card.capabilities or ("*",))
+                except ConnectionLost as exc:
+                    log.warning("cannot reach Redis to claim", error=str(exc))
+                    return
+                if task is None:
+                    return
+                self._spawn(task.id, task.token, task)
+
     async def _chatter(self, period: float) -> None:
         while True:
             await anyio.sleep(period)
@@ -183,18 +192,21 @@ class Agent:
                 await self._say("idle, awaiting orders", "idle")
 
     # --- work ------------------------------------------------------------------------------------
-    def _spawn(self, task_id: str, token: int, *, started: bool) -> None:
+    def _spawn(self, task_id: str, token: int, claimed: Task | None) -> None:
+        """Run a task: `claimed` (already running, from a claim) or an assignment still to start."""
         if task_id in self.jobs or self._workers is None:
             return
         job = _Job(task_id, token)
         self.jobs[task_id] = job
-        self._workers.start_soon(self._work, job, started)
+        self._workers.start_soon(self._work, job, claimed)
 
-    async def _work(self, job: _Job, started: bool) -> None:
+    async def _work(self, job: _Job, claimed: Task | None) -> None:
         try:
             async with self._slots:
-                task = await (self.board.get(job.task_id) if started else self.board.start(job.task_id, job.token))
-                await self._say(f"working on {task.id}: {task.title}", "working", task.id)
+                task = claimed if claimed is not None else await self.board.start(job.task_id, job.token)
+                assert self._workers is not None
+                # Said alongside, not before: the handler should not wait on a status message.
+                self._workers.start_soon(self._say, f"working on {task.id}: {task.title}", "working", task.id)
                 outcome = await self._run_handler(job, task)
                 if outcome is not None:
                     await self._report(job, task, outcome)
@@ -203,7 +215,12 @@ class Agent:
         except SwarmError as exc:
             log.warning("task could not be started", task=job.task_id, reason=str(exc))
         finally:
-            self.jobs.pop(job.task_id, None)
+            self._finished(job)
+        if self.claim and not self._stopping:
+            await self._claim_some()  # straight on to the next task, without waiting for an event
+
+    def _finished(self, job: _Job) -> None:
+        if self.jobs.pop(job.task_id, None) is not None:
             self._changed.set()
             self._changed = anyio.Event()
 
@@ -231,10 +248,12 @@ class Agent:
         if ok:
             await self.board.complete(job.task_id, job.token, text)
             self.completed += 1
+            self._finished(job)  # the slot is free now: a claim may take it while we report
             await self._say(f"done {task.id}: {task.title}", "done", task.id)
         else:
             after = await self.board.fail(job.task_id, job.token, text)
             self.failed += 1
+            self._finished(job)
             log.warning("task failed", task=task.id, error=text, state=after.state)
             await self._say(f"failed {task.id}: {text}", "error", task.id)
 

@@ -195,10 +195,10 @@ class Board:
                 values = await pipe.execute()
         return dict(zip(STATES, (int(v) for v in values), strict=True))
 
-    async def ready(self, limit: int = 1000) -> list[Task]:
+    async def ready(self, limit: int = 1000, offset: int = 0) -> list[Task]:
         """Ready tasks in claim order: open, dependencies done, not backing off."""
         with translated("reading the ready queue"):
-            ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, 0, limit - 1))
+            ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, offset, offset + limit - 1))
         return await self._many(ids)
 
     async def history(self, task_id: str) -> list[TaskEvent]:

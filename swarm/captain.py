@@ -39,6 +39,16 @@ class Slot:
     affinity: frozenset[str]
 
 
+QUIET_EVENTS = (b'"event":"assigned"', b'"event":"started"', b'"event":"claimed"', b'"event":"reassigned"')
+"""Board events that neither add work nor free capacity: no reason to look at the board again."""
+
+
+def _frees(fields: dict[bytes, bytes]) -> bool:
+    """True for a board event that may make a task assignable (new, back to open, capacity freed)."""
+    raw = fields.get(b"m", b"")
+    return not any(quiet in raw for quiet in QUIET_EVENTS)
+
+
 def plan(tasks: list[Task], slots: list[Slot]) -> list[tuple[Task, str]]:
     """Deterministic matching of ready tasks (in claim order) to agents.
 
@@ -109,37 +119,62 @@ class Captain:
         self._wake.set()
 
     async def tick(self) -> int | None:
-        """Reap expired leases and assign what can be assigned. Returns when to look again (ms)."""
+        """Reap expired leases and assign what can be assigned. Returns when to look again (ms).
+
+        Free capacity is counted first, so a long ready queue costs only the few tasks that can be
+        placed now (a page at a time, in case the head of the queue fits no free agent)."""
         _, wake_at = await self.board.reclaim_expired()
-        tasks = await self.board.ready()
-        if not tasks:
-            return wake_at
-        slots = await self.slots()
-        pairs = plan(tasks, slots)
+        slots = await self.slots(affinity=False)
+        free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
+        offset = 0
+        while free > 0:
+            page = free * 4 + 16
+            tasks = await self.board.ready(limit=page, offset=offset)
+            if not tasks:
+                break
+            if any(t.files for t in tasks):
+                slots = await self.slots(affinity=True)
+            placed = await self._assign(plan(tasks, slots), slots)
+            if placed < 0:  # deposed
+                break
+            free -= placed
+            offset += len(tasks) - placed
+            slots = await self.slots(affinity=False) if free > 0 else slots
+            if len(tasks) < page:
+                break
+        return wake_at
+
+    async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
+        """Assign each planned pair; the number placed, or -1 when this captain was deposed."""
         instances = {s.info.card.name: s.info.card.instance for s in slots}
+        placed = 0
         for task, agent in pairs:
             try:
                 await self.board.assign(task.id, agent, instance=instances[agent], epoch=self.epoch)
                 self.assigned += 1
+                placed += 1
             except NotLeader:
                 self.epoch = 0
                 log.warning("deposed while assigning; standing by", instance=self.instance)
-                break
+                return -1
             except IllegalTransition as exc:  # claimed or cancelled meanwhile: fine, next
                 log.debug("task moved before assignment", task=task.id, reason=str(exc))
-        return wake_at
+        return placed
 
-    async def slots(self) -> list[Slot]:
-        """Live agents with their current load and affinity."""
+    async def slots(self, *, affinity: bool = True) -> list[Slot]:
+        """Live agents with their current load and (when asked: it can be large) their affinity."""
         agents = [a for a in await self.registry.all() if a.liveness == "alive"]
         with translated("reading agent loads"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for a in agents:
                     pipe.scard(self.keys.owned(a.card.name))
-                    pipe.smembers(self.keys.affinity(a.card.name))
+                    if affinity:
+                        pipe.smembers(self.keys.affinity(a.card.name))
                 rows = await pipe.execute()
+        step = 2 if affinity else 1
         return [
-            Slot(info=a, load=int(rows[2 * i]), affinity=frozenset(f.decode() for f in rows[2 * i + 1]))
+            Slot(info=a, load=int(rows[step * i]),
+                 affinity=frozenset(text(f) for f in rows[step * i + 1]) if affinity else frozenset())
             for i, a in enumerate(agents)
         ]
 
@@ -185,9 +220,12 @@ class Captain:
                 log.warning("cannot reach Redis for events", error=str(exc))
                 await anyio.sleep(0.5)
                 continue
+            wake = False
             for stream, entries in reply or []:
-                streams[text(stream)] = text(entries[-1][0])
-            if reply:
+                name = text(stream)
+                streams[name] = text(entries[-1][0])
+                wake = wake or name != self.keys.events or any(_frees(fields) for _, fields in entries)
+            if wake:
                 self.wake()
 
     async def _assign_loop(self) -> None:

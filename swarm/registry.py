@@ -103,7 +103,8 @@ class Registry:
                 cards, seen = await pipe.execute()
         last = {name.decode(): int(score) for name, score in seen}
         now = now_ms()
-        period = self.settings.heartbeat_s * 1000
+        # Agents heartbeat every min(heartbeat_s, lease_s / 3) (see Agent._heartbeats): judge by that.
+        period = min(self.settings.heartbeat_s, self.settings.lease_s / 3) * 1000
         out: list[AgentInfo] = []
         for name_b, raw in sorted(cards.items()):
             name = name_b.decode()

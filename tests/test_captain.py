@@ -300,11 +300,36 @@ async def test_tick_reclaims_expired_leases_and_reassigns(redis: Redis, settings
     assert wake_at == first.lease_until  # it sleeps until the lease runs out
     await Registry(redis, fast).deregister("w1", "w1-i1")  # w1 died
     await anyio.sleep(0.3)
+    assert await Registry(redis, fast).heartbeat("w2", "w2-i1")  # w2 lives: liveness is judged by the lease
     await captain.tick()
     second = await board.get(task.id)
     assert (second.owner, second.token, second.attempts) == ("w2", 3, 2)
     assert [e.body.event for e in await board.history(task.id)] == ["created", "assigned", "expired", "assigned"]
 
+
+
+async def test_an_owner_whose_lease_ran_out_is_not_handed_the_task_again(redis: Redis, settings: Settings) -> None:
+    # w1 keeps its registry heartbeat but stopped extending its lease (wedged): alive by the
+    # registry, yet it must not get the task straight back; w2 (also alive, same load) gets it.
+    fast = settings.model_copy(update={"lease_s": 0.6, "heartbeat_s": 0.2})
+    board, registry = Board(redis, fast), Registry(redis, fast)
+    captain = Captain(redis, fast)
+    await join(redis, fast, "w1", "audit")
+    await join(redis, fast, "w2", "audit")
+    task, _ = await board.create(spec())
+    assert await captain.elect() == 1
+    await captain.tick()
+    assert (await board.get(task.id)).owner == "w1"
+    await anyio.sleep(0.65)
+    for name in ("w1", "w2"):
+        assert await registry.heartbeat(name, f"{name}-i1")
+    _, _ = await board.reclaim_expired()
+    assert {a.card.name: a.liveness for a in await registry.all()} == {"w1": "gone", "w2": "alive"}
+    await captain.tick()
+    again = await board.get(task.id)
+    assert (again.owner, again.attempts) == ("w2", 2)
+    assert await registry.heartbeat("w1", "w1-i1")  # its next heartbeat brings it back
+    assert {a.card.name: a.liveness for a in await registry.all()}["w1"] == "alive"
 
 # --- why -------------------------------------------------------------------------------------
 

@@ -203,6 +203,11 @@ local function reclaim_expired(limit)
         requeue(t, 0)
         emit(t, 'expired', 'lease of ' .. owner .. ' expired')
       end
+      -- An owner that let a lease run out is not keeping up (dead, paused, cut off): count it as
+      -- unseen until its next heartbeat, so the captain does not hand the task straight back to it.
+      if owner ~= '' and redis.call('ZSCORE', key('agents:seen'), owner) then
+        redis.call('ZADD', key('agents:seen'), 0, owner)
+      end
       moved[#moved + 1] = id
     end
   end
