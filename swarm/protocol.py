@@ -247,7 +247,13 @@ def _reason(exc: ValidationError) -> str:
         if kind == "union_tag_not_found":
             return "missing field 'kind'"
         if kind == "union_tag_invalid":
-            return f"unknown kind {err['ctx']['tag']!r}; expected one of: {', '.join(KINDS)}"
-        loc = ".".join(str(p) for p in err["loc"][1:]) or "message"
+            return f"unknown kind {str(err['ctx']['tag'])[:64]!r}; expected one of: {', '.join(KINDS)}"
+        loc = ".".join(_path_part(p) for p in err["loc"][1:]) or "message"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
+
+
+def _path_part(part: str | int) -> str:
+    """One step of an error path; dict keys come from the sender, so keep them short and on one line."""
+    text = str(part)[:64]
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")

@@ -155,7 +155,17 @@ def _alive(pid: int) -> bool:
         done, _ = os.waitpid(pid, os.WNOHANG)
         if done == pid:
             return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """True when `pid` has exited but is not reaped yet. The daemonized server is init's child, and
+    init in a container may reap late (seconds) or never; its exit is what counts. Linux only."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def _read_pid(path: Path) -> int | None:

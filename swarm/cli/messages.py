@@ -93,7 +93,10 @@ def _show(bus: Bus, d: Delivery, as_json: bool) -> None:
     if as_json:
         print_json({"stream": bus.keys.short(d.stream), "entry": d.entry_id, **msg.model_dump(mode="json")})
         return
-    at = datetime.fromtimestamp(msg.ts / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    try:
+        at = datetime.fromtimestamp(msg.ts / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):  # a sender's ts past year 9999 must not stop the tail
+        at = str(msg.ts)
     text = getattr(msg.body, "text", None) or msg.body.model_dump_json()
     urgent = "[red]![/red] " if msg.priority == "urgent" else ""
     out.print(f"[dim]{at}[/dim] {urgent}[cyan]{safe(msg.sender)}[/cyan] → {safe(msg.to)} "
