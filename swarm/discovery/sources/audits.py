@@ -175,7 +175,7 @@ class AuditSource(Source):
             seen[code, file.path, symbol, text] += 1
             found.append(
                 self._finding(
-                    code, file.path, row, symbol, f"{result['message']} ({result['name']})", _severity(code),
+                    code, file.path, row, symbol, _message(result), _severity(code),
                     (text, str(seen[code, file.path, symbol, text])),
                 )
             )
@@ -217,6 +217,11 @@ def _category(rule: str) -> str:
     if rule in (UNAVAILABLE, FAILED):
         return "tooling"
     return "security" if _SECURITY.match(rule) else "size"
+
+
+def _message(result: dict[str, Any]) -> str:
+    name = result.get("name")  # the rule's name: in ruff's JSON since 0.5, absent before
+    return f"{result['message']} ({name})" if name else str(result["message"])
 
 
 def _severity(code: str) -> Severity:
