@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -20,11 +20,14 @@ from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 
 from swarm.board import Board, Task
-from swarm.bus import Bus, Delivery
+from swarm.bus import Bus, Consumer, Delivery
 from swarm.errors import ConnectionLost, StaleToken, SwarmError
 from swarm.protocol import Assignment, Command, HeartbeatBody, StatusBody, message, new_id
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.agent")
 
@@ -61,6 +64,8 @@ class _Job:
     token: int
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: bool = False
+    taken_ms: int = 0
+    """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
 
 
 class Agent:
@@ -69,7 +74,7 @@ class Agent:
     def __init__(
         self, redis: Redis, settings: Settings, card: AgentCard, handler: Handler, *,
         workspace: Path | None = None, grace_s: float = 10.0, claim: bool = True,
-        idle_chatter_s: float | None = None, env: dict[str, str] | None = None,
+        idle_chatter_s: float | None = None, env: dict[str, str] | None = None, metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.card = card
@@ -78,7 +83,9 @@ class Agent:
         self.claim = claim
         self.idle_chatter_s = idle_chatter_s
         self.instance = new_id()
-        self.bus = Bus(redis, settings)
+        self.metrics = metrics
+        self.bus = Bus(redis, settings, metrics)
+        self.inbox: Consumer | None = None
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
         self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {})
@@ -97,6 +104,12 @@ class Agent:
         """The agent's name."""
         return self.card.name
 
+    def readiness(self) -> tuple[bool, str]:
+        """What /readyz says: ready once the inbox consumer group is attached."""
+        if self.inbox is None or not self.inbox.attached:
+            return False, "inbox consumer group not attached yet"
+        return True, f"inbox group attached, {len(self.jobs)}/{self.card.concurrency} busy"
+
     async def run(self, stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
                   ) -> None:
         """Register, work until `stop` is set (or another instance takes the name), then drain:
@@ -106,6 +119,7 @@ class Agent:
         streams = [self.bus.keys.inbox(self.name)] + [self.bus.keys.role(r) for r in self.card.roles]
         inbox = self.bus.consumer(self.name, self.instance, streams, start="$")
         await inbox.setup()
+        self.inbox = inbox
         self.card = await self.registry.register(self.card, self.instance)
         structlog.contextvars.bind_contextvars(agent=self.name)
         await self._say("online, ready for work", "idle")
@@ -152,7 +166,7 @@ class Agent:
             if msg.body.instance and msg.body.instance != self.instance:
                 log.info("assignment for an earlier instance ignored", task=msg.body.task_id)
                 return
-            self._spawn(msg.body.task_id, msg.body.token, None)
+            self._spawn(msg.body.task_id, msg.body.token, None, msg.ts)
         elif isinstance(msg, Command) and msg.body.name == "ping":
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
@@ -183,7 +197,7 @@ class Agent:
                     return
                 if task is None:
                     return
-                self._spawn(task.id, task.token, task)
+                self._spawn(task.id, task.token, task, task.updated)
 
     async def _chatter(self, period: float) -> None:
         while True:
@@ -192,30 +206,37 @@ class Agent:
                 await self._say("idle, awaiting orders", "idle")
 
     # --- work ------------------------------------------------------------------------------------
-    def _spawn(self, task_id: str, token: int, claimed: Task | None) -> None:
+    def _spawn(self, task_id: str, token: int, claimed: Task | None, taken_ms: int = 0) -> None:
         """Run a task: `claimed` (already running, from a claim) or an assignment still to start."""
         if task_id in self.jobs or self._workers is None:
             return
-        job = _Job(task_id, token)
+        job = _Job(task_id, token, taken_ms=taken_ms)
         self.jobs[task_id] = job
         self._workers.start_soon(self._work, job, claimed)
 
     async def _work(self, job: _Job, claimed: Task | None) -> None:
+        # Every line logged from this job's task (its own context) names the task.
+        structlog.contextvars.bind_contextvars(task=job.task_id)
         try:
             async with self._slots:
                 task = claimed if claimed is not None else await self.board.start(job.task_id, job.token)
+                if self.metrics is not None:
+                    self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
                 assert self._workers is not None
                 # Said alongside, not before: the handler should not wait on a status message.
                 self._workers.start_soon(self._say, f"working on {task.id}: {task.title}", "working", task.id)
                 outcome = await self._run_handler(job, task)
                 if outcome is not None:
                     await self._report(job, task, outcome)
+                elif self.metrics is not None:
+                    self.metrics.on_task_finished(task.kind, "lost", task.created, 0, 0)
         except StaleToken as exc:
             log.warning("task lost to another owner", task=job.task_id, reason=str(exc))
         except SwarmError as exc:
             log.warning("task could not be started", task=job.task_id, reason=str(exc))
         finally:
             self._finished(job)
+            structlog.contextvars.unbind_contextvars("task")
         if self.claim and not self._stopping:
             await self._claim_some()  # straight on to the next task, without waiting for an event
 
@@ -246,13 +267,17 @@ class Agent:
     async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> None:
         ok, text = outcome
         if ok:
-            await self.board.complete(job.task_id, job.token, text)
+            done = await self.board.complete(job.task_id, job.token, text)
             self.completed += 1
+            if self.metrics is not None:
+                self.metrics.on_task_finished(task.kind, "done", task.created, job.taken_ms, done.updated)
             self._finished(job)  # the slot is free now: a claim may take it while we report
             await self._say(f"done {task.id}: {task.title}", "done", task.id)
         else:
             after = await self.board.fail(job.task_id, job.token, text)
             self.failed += 1
+            if self.metrics is not None:
+                self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
             self._finished(job)
             log.warning("task failed", task=task.id, error=text, state=after.state)
             await self._say(f"failed {task.id}: {text}", "error", task.id)
@@ -276,6 +301,8 @@ class Agent:
                         job.scope.cancel()
             except ConnectionLost as exc:
                 log.warning("cannot reach Redis to heartbeat", error=str(exc))
+                if self.metrics is not None:
+                    self.metrics.redis_errors.labels("agent").inc()
             await anyio.sleep(period)
 
     async def _say(self, text: str, state: str, task_id: str | None = None) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import anyio
 import redis.exceptions as rex
@@ -23,6 +23,9 @@ from swarm.keys import FIELD, Keys
 from swarm.lua import Scripts
 from swarm.protocol import Message, decode, encode, now_ms
 from swarm.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.bus")
 
@@ -62,11 +65,12 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class Bus:
     """Publishing and dead letters for one swarm; `consumer()` builds readers."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, metrics: Metrics | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
         self.scripts = Scripts(redis)
+        self.metrics = metrics
 
     async def publish(self, msg: Message) -> str:
         """Append `msg` to its recipient's stream; returns the stream entry id."""
@@ -76,6 +80,8 @@ class Bus:
                 self.keys.stream_for(msg.to), {FIELD: payload},
                 maxlen=self.settings.stream_maxlen, approximate=True,
             )
+        if self.metrics is not None:
+            self.metrics.on_publish(msg.kind)
         return _text(entry)
 
     async def publish_many(self, msgs: Iterable[Message]) -> list[str]:
@@ -101,6 +107,8 @@ class Bus:
             args += (index, encode(msg, limit))
         with translated("publishing a batch"):
             ids: list[bytes] = await self.scripts["publish"](keys=list(streams), args=args)
+        if self.metrics is not None:
+            self.metrics.on_publish_many(m.kind for m in msgs)
         return [i.decode() for i in ids]
 
     async def last_id(self, stream: str) -> str:
@@ -110,15 +118,31 @@ class Bus:
             rows = cast(list[Entry], await self.redis.xrevrange(stream, count=1))
         return _text(rows[0][0]) if rows else "0-0"
 
-    async def dead_letter(self, stream: str, group: str, entry_id: str, reason: str, consumer: str) -> str:
-        """Move one pending entry to the dead-letter stream with `reason`, acking it in the same step."""
+    async def dead_letter(self, stream: str, group: str, entry_id: str, reason: str, consumer: str,
+                          *, kind: str = "unknown") -> str:
+        """Move one pending entry to the dead-letter stream with `reason`, acking it in the same step
+        (`kind`, when known, is only for the metrics)."""
         with translated("dead-lettering an entry"):
             dl: bytes = await self.scripts["dead_letter"](
                 keys=[stream, self.keys.dlq],
                 args=[group, entry_id, reason, consumer, self.settings.stream_maxlen, now_ms()],
             )
         log.warning("dead-lettered", stream=self.keys.short(stream), entry=entry_id, reason=reason)
+        if self.metrics is not None:
+            self.metrics.dead_lettered.labels(kind).inc()
         return dl.decode()
+
+    async def kind_of(self, stream: str, entry_id: str) -> str:
+        """The kind of the message in one stream entry (`undecodable`, or `unknown` once trimmed)."""
+        with translated("reading a stream entry"):
+            rows = cast(list[Entry], await self.redis.xrange(stream, entry_id, entry_id, count=1))
+        raw = (rows[0][1] or {}).get(FIELD.encode()) if rows else None
+        if raw is None:
+            return "unknown"
+        try:
+            return decode(raw, self.settings.max_message_bytes).kind
+        except DecodeError:
+            return "undecodable"
 
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The newest `count` dead letters, newest first."""
@@ -144,6 +168,8 @@ class Consumer:
         self._redis = bus.redis
         self._settings = bus.settings
         self._cursors = dict.fromkeys(self.streams, "0-0")
+        self.attached = False
+        """True once every group exists (what an agent's or the discovery engine's /readyz reports)."""
 
     async def setup(self) -> None:
         """Create the groups (and streams) that do not exist yet; idempotent."""
@@ -156,6 +182,7 @@ class Consumer:
             except Exception as exc:  # BUSYGROUP: it exists already, which is what we want
                 if "BUSYGROUP" not in str(exc):
                     raise
+        self.attached = True
 
     async def read(self, block_ms: int | None = None) -> list[Delivery]:
         """New entries (blocking up to `block_ms`), decoded; bad ones are dead-lettered, not returned."""
@@ -246,9 +273,13 @@ class Consumer:
                     await self._handle(await self.reclaim(), handler)
                     next_reclaim = time.monotonic() + every
                 await self._handle(await self.read(), handler)
+                if backoff > 0.1 and self.bus.metrics is not None:  # it had failed: that was a reconnect
+                    self.bus.metrics.redis_reconnects.labels("consumer").inc()
                 backoff = 0.1
             except ConnectionLost as exc:
                 log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff)
+                if self.bus.metrics is not None:
+                    self.bus.metrics.redis_errors.labels("consumer").inc()
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -264,15 +295,21 @@ class Consumer:
 
     async def _handle(self, deliveries: list[Delivery], handler: Handler) -> None:
         done: list[Delivery] = []
+        failed: list[str] = []
         for delivery in deliveries:
-            try:
-                await handler(delivery)
-            except Exception:
-                log.exception("handler failed; entry stays pending", entry=delivery.entry_id,
-                              kind=delivery.message.kind, group=self.group)
-            else:
-                done.append(delivery)
+            # Every line logged while the handler runs names the message it handles.
+            with structlog.contextvars.bound_contextvars(message_id=delivery.message.id):
+                try:
+                    await handler(delivery)
+                except Exception:
+                    log.exception("handler failed; entry stays pending", entry=delivery.entry_id,
+                                  kind=delivery.message.kind, group=self.group)
+                    failed.append(delivery.message.kind)
+                else:
+                    done.append(delivery)
         await self.ack(done)
+        if self.bus.metrics is not None and deliveries:
+            self.bus.metrics.on_handled(self.group, [d.message.kind for d in done], failed)
 
     async def _over_limit(self, stream: str, pending: Sequence[dict[str, Any]]) -> list[str]:
         """Dead-letter entries delivered too often; return the ids of the others."""
@@ -283,7 +320,8 @@ class Consumer:
             times = int(str(row["times_delivered"]))
             if times >= limit:
                 reason = f"delivered {times} times without an ack (max_deliveries={limit})"
-                await self.bus.dead_letter(stream, self.group, entry, reason, self.name)
+                kind = await self.bus.kind_of(stream, entry) if self.bus.metrics is not None else "unknown"
+                await self.bus.dead_letter(stream, self.group, entry, reason, self.name, kind=kind)
             else:
                 keep.append(entry)
         return keep
@@ -302,7 +340,7 @@ class Consumer:
                     raise DecodeError(f"stream entry must have exactly one field {FIELD!r} holding the JSON")
                 msg = decode(raw, limit)
             except DecodeError as exc:
-                await self.bus.dead_letter(stream, self.group, entry_id, exc.reason, self.name)
+                await self.bus.dead_letter(stream, self.group, entry_id, exc.reason, self.name, kind="undecodable")
                 continue
             if msg.expired():
                 log.debug("expired message skipped", entry=entry_id, ttl=msg.ttl)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import structlog
@@ -26,6 +26,9 @@ from swarm.lua import Scripts
 from swarm.protocol import new_id, now_ms
 from swarm.registry import AgentInfo, Registry
 from swarm.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.captain")
 
@@ -76,18 +79,28 @@ def plan(tasks: list[Task], slots: list[Slot]) -> list[tuple[Task, str]]:
 class Captain:
     """One captain process; several may run, one leads (see `run`)."""
 
-    def __init__(self, redis: Redis, settings: Settings, instance: str | None = None) -> None:
+    def __init__(self, redis: Redis, settings: Settings, instance: str | None = None, *,
+                 metrics: Metrics | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
-        self.bus = Bus(redis, settings)
+        self.metrics = metrics
+        self.bus = Bus(redis, settings, metrics)
         self.instance = instance or new_id()
         self.epoch = 0
         self._scripts = Scripts(redis)
         self._wake = anyio.Event()
         self.assigned = 0
+        self.renewed = -math.inf
+        """When (monotonic) the leader lease was last checked: leading or standing by, we knew."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """What /readyz says: ready while leading or standing by, as of a recent lease check."""
+        if time.monotonic() - self.renewed > self.settings.leader_lease_s:
+            return False, "no leader-lease check succeeded within a lease period (is Redis reachable?)"
+        return True, f"leading, epoch {self.epoch}" if self.leading else "standing by"
 
     @property
     def leading(self) -> bool:
@@ -106,6 +119,9 @@ class Captain:
         elif self.epoch and not epoch:
             log.warning("lost the leader lease; standing by", instance=self.instance, epoch=self.epoch)
         self.epoch = epoch
+        self.renewed = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.leading.set(1 if epoch else 0)
         return epoch
 
     async def resign(self) -> None:
@@ -153,6 +169,8 @@ class Captain:
                 await self.board.assign(task.id, agent, instance=instances[agent], epoch=self.epoch)
                 self.assigned += 1
                 placed += 1
+                if self.metrics is not None:
+                    self.metrics.assignments.inc()
             except NotLeader:
                 self.epoch = 0
                 log.warning("deposed while assigning; standing by", instance=self.instance)
@@ -180,6 +198,7 @@ class Captain:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lead or stand by until cancelled; on the way out, hand the lease over."""
+        structlog.contextvars.bind_contextvars(captain=self.instance)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_lease)
@@ -206,6 +225,9 @@ class Captain:
             except ConnectionLost as exc:
                 log.warning("cannot reach Redis for the leader lease", error=str(exc))
                 self.epoch = 0
+                if self.metrics is not None:
+                    self.metrics.redis_errors.labels("captain").inc()
+                    self.metrics.leading.set(0)
             await anyio.sleep(wait)
 
     async def _listen(self) -> None:
@@ -224,6 +246,9 @@ class Captain:
             for stream, entries in reply or []:
                 name = text(stream)
                 streams[name] = text(entries[-1][0])
+                if self.metrics is not None and self.leading and name == self.keys.events:
+                    # Only the leader counts transitions, so summing over captains counts each once.
+                    self.metrics.on_board_events(fields.get(b"m", b"") for _, fields in entries)
                 wake = wake or name != self.keys.events or any(_frees(fields) for _, fields in entries)
             if wake:
                 self.wake()

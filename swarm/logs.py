@@ -11,8 +11,9 @@ import structlog
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Set up structlog for this process; logs go to stderr so stdout stays for command output."""
+def configure(level: str = "info", *, json: bool | None = None, swarm: str | None = None) -> None:
+    """Set up structlog for this process; logs go to stderr so stdout stays for command output.
+    With `swarm`, every line names the swarm (agents, tasks and messages are bound where known)."""
     if level.lower() not in _LEVELS:
         level = "info"
     as_json = not sys.stderr.isatty() if json is None else json
@@ -31,6 +32,8 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _Stderr())),
         cache_logger_on_first_use=False,
     )
+    if swarm is not None:
+        structlog.contextvars.bind_contextvars(swarm=swarm)
 
 
 class _Stderr:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from swarm.cli import demo, discovery, messages, workers
+from swarm.cli import demo, discovery, messages, stats, workers
 from swarm.cli.agents import agents as list_agents
 from swarm.cli.board import board as show_board
 from swarm.cli.captain import captain as captain_app
@@ -28,6 +28,8 @@ app.command()(discovery.discover)
 app.command()(discovery.signals)
 app.add_typer(discovery.discovery_app, name="discovery")
 app.command()(demo.demo)
+app.command()(stats.stats)
+app.command()(stats.health)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from swarm.bus import Bus
 from swarm.captain import Captain
 from swarm.cli.board import AsJson
 from swarm.cli.common import app, out, print_json, run_with_bus, safe
+from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.connection import translated
 from swarm.errors import ConfigError
 from swarm.protocol import AGENT_PATTERN, new_id
@@ -54,17 +55,19 @@ def status(as_json: AsJson = False) -> None:
 @captain.command()
 def run(
     name: Annotated[str, typer.Option(help="Who this captain is (the roster's captain card name).")] = "captain",
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Run a captain until Ctrl-C or SIGTERM: it leads, or stands by while another one does."""
     if not re.match(AGENT_PATTERN, name):
         raise ConfigError(f"--name {name!r} must be 1-64 letters, digits, '_', '.' or '-'")
 
     async def go(bus: Bus) -> Captain:
-        chief = Captain(bus.redis, bus.settings, instance=f"{name}.{new_id()}")
+        metrics = metrics_for(metrics_port, bus, name, "captain")
+        chief = Captain(bus.redis, bus.settings, instance=f"{name}.{new_id()}", metrics=metrics)
         # Signals are received as events, so the captain's own cleanup (handing the leader lease
         # over at once, not after it expires) runs inside the event loop instead of being cut off.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with anyio.create_task_group() as tg:
+            async with exporting(bus, metrics, metrics_port, chief.readiness), anyio.create_task_group() as tg:
                 await tg.start(chief.run)
                 out.print(f"captain {chief.instance} running; it leads unless another captain does. "
                           "Ctrl-C stops it.")

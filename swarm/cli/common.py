@@ -55,7 +55,7 @@ def settings() -> Settings:
         first = exc.errors(include_url=False)[0]
         name = "SWARM_" + str(first["loc"][0]).upper() if first["loc"] else "SWARM_*"
         raise ConfigError(f"{name}: {first['msg']}") from None
-    configure(s.log_level)
+    configure(s.log_level, swarm=s.name)
     return s
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from swarm.bus import Bus
 from swarm.cli.common import app, err, out, print_json, run_with_bus, safe
+from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.discovery.engine import Discovery, Outcome
 from swarm.discovery.repetition import Detector
 from swarm.discovery.sources import load_sources
@@ -86,14 +87,15 @@ def discover(
 
 
 @discovery_app.command("run")
-def discovery_run(path: PathOpt = Path()) -> None:
+def discovery_run(path: PathOpt = Path(), metrics_port: MetricsPort = None) -> None:
     """Run the engine until SIGINT/SIGTERM: count chatter, coalesce it into signals, find work."""
     root = _workspace(path)
 
     async def go(bus: Bus) -> Discovery:
-        engine = Discovery(bus.redis, bus.settings, root)
+        metrics = metrics_for(metrics_port, bus, "discovery", "discovery")
+        engine = Discovery(bus.redis, bus.settings, root, metrics=metrics)
         with anyio.open_signal_receiver(signals_.SIGINT, signals_.SIGTERM) as received:
-            async with anyio.create_task_group() as tg:
+            async with exporting(bus, metrics, metrics_port, engine.readiness), anyio.create_task_group() as tg:
                 await tg.start(engine.run)
                 err.print(f"discovery running on {root} with sources {', '.join(s.name for s in engine.sources)}")
                 async for _ in received:

@@ -19,6 +19,7 @@ from anyio.abc import Process
 from swarm.agent import Agent
 from swarm.bus import Bus
 from swarm.cli.common import app, csv, err, out, print_json, run_with_bus, safe, settings
+from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.errors import ConfigError
 from swarm.handlers import load_handler
 from swarm.roster import RosterCard, load_card, load_roster
@@ -49,6 +50,7 @@ def agent_run(
     chatter: Annotated[float, typer.Option(min=0, help="Say 'idle' on the bus every N seconds when idle (0: never).")]
     = 0.0,
     workspace: Annotated[Path, typer.Option(help="Folder the handlers work on.")] = Path(),
+    metrics_port: MetricsPort = None,
 ) -> None:
     """Register and work until SIGTERM/SIGINT; then finish or release running tasks, deregister."""
     if card is not None:
@@ -66,11 +68,12 @@ def agent_run(
         os.environ.setdefault(key, value)
 
     async def go(bus: Bus) -> None:
+        metrics = metrics_for(metrics_port, bus, roster.name, "agent")
         agent = Agent(bus.redis, bus.settings, roster.agent_card(), handle, workspace=workspace.resolve(),
                       grace_s=roster.grace_s if grace is None else grace, claim=claim,
-                      idle_chatter_s=chatter or None, env=roster.env)
+                      idle_chatter_s=chatter or None, env=roster.env, metrics=metrics)
         stop = anyio.Event()
-        async with anyio.create_task_group() as tg:
+        async with exporting(bus, metrics, metrics_port, agent.readiness), anyio.create_task_group() as tg:
             tg.start_soon(until_signalled, stop)
             err.print(f"{safe(roster.name)} running: can {','.join(roster.capabilities) or '*'}, "
                       f"concurrency {roster.concurrency}, handler {safe(roster.handler)}")

@@ -14,14 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 
 from swarm.board import Board, TaskSpec, text
-from swarm.bus import Bus, Delivery
+from swarm.bus import Bus, Consumer, Delivery
 from swarm.connection import translated
 from swarm.discovery.findings import TaskDraft
 from swarm.discovery.limits import DiscoveryLimits
@@ -33,6 +33,9 @@ from swarm.keys import CAPTAIN, Keys
 from swarm.protocol import ChatBody, Signal, message
 from swarm.registry import Registry
 from swarm.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.discovery")
 
@@ -67,13 +70,15 @@ class Discovery:
     def __init__(
         self, redis: Redis, settings: Settings, workspace: Path, *,
         sources: Sequence[Source] | None = None, repetition: RepetitionSettings | None = None,
-        limits: DiscoveryLimits | None = None, sender: str = "discovery",
+        limits: DiscoveryLimits | None = None, sender: str = "discovery", metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.root = workspace.resolve()
         self.keys = Keys(settings.name)
         self.redis = redis
-        self.bus = Bus(redis, settings)
+        self.metrics = metrics
+        self.bus = Bus(redis, settings, metrics)
+        self.consumer: Consumer | None = None
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
         self.detector = Detector(redis, settings, repetition)
@@ -84,6 +89,12 @@ class Discovery:
         self.outcome = Outcome()
         self._cache: dict[str, tuple[float, list[TaskDraft]]] = {}
         self._lock = anyio.Lock()
+
+    def readiness(self) -> tuple[bool, str]:
+        """What /readyz says: ready once the engine's consumer group on the broadcast stream is attached."""
+        if self.consumer is None or not self.consumer.attached:
+            return False, f"consumer group {GROUP!r} not attached yet"
+        return True, f"consumer group {GROUP!r} attached, {self.seen} messages seen"
 
     # --- scanning --------------------------------------------------------------------------------
     def sources_for(self, capabilities: Sequence[str]) -> list[Source]:
@@ -103,6 +114,9 @@ class Discovery:
             out[source.name] = source.drafts(workspace)
             log.debug("scanned", source=source.name, drafts=len(out[source.name]),
                       ms=round((time.perf_counter() - started) * 1000))
+            if self.metrics is not None:
+                self.metrics.on_scan(source.name, sum(len(d.findings) for d in out[source.name]),
+                                     time.perf_counter() - started)
         if progress:
             progress("done", len(sources), len(sources))
         return out
@@ -161,21 +175,30 @@ class Discovery:
                 if found:
                     pipe.hset(index, mapping=cast(dict[Any, Any], found))
                 await pipe.execute()
+        if self.metrics is not None:
+            self.metrics.tasks_created.labels(source.name).inc(len(outcome.created))
+            self.metrics.tasks_obsolete.labels(source.name).inc(len(outcome.obsolete))
         return outcome
 
     # --- the live engine ---------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Consume the broadcast stream until cancelled (resumes where the group left off)."""
+        structlog.contextvars.bind_contextvars(agent=self.sender)
         consumer = self.bus.consumer(GROUP, self.sender, [self.keys.bus], start="$")
         await consumer.setup()
+        self.consumer = consumer
         task_status.started()
         await consumer.run(self.on_message)
 
     async def on_message(self, delivery: Delivery) -> None:
         """Count one message; act on the signals it fires."""
         self.seen += 1
+        if self.metrics is not None:
+            self.metrics.observed.inc()
         for signal in await self.detector.observe(delivery.message):
             self.signals += 1
+            if self.metrics is not None:
+                self.metrics.signals.labels("swarm" if signal.body.agent == SWARM_SCOPE else "agent").inc()
             await self.bus.publish(signal)
             await self.on_signal(signal)
 
