@@ -155,6 +155,9 @@ class Captain:
                 break
             free -= placed
             offset += len(tasks) - placed
+            if placed:  # the leases just granted run out at now + lease: look again then
+                due = now_ms() + self.board.lease_ms
+                wake_at = due if wake_at is None else min(wake_at, due)
             slots = await self.slots(affinity=False) if free > 0 else slots
             if len(tasks) < page:
                 break

@@ -73,7 +73,7 @@ class EmbeddedServer:
             state = ServerState(pid=int(data["pid"]), port=int(data["port"]), binary=str(data["binary"]))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return state if _alive(state.pid) and _answers(state.port) else None
+        return state if process_alive(state.pid) and _answers(state.port) else None
 
     def ensure(self) -> ServerState:
         """The running server, started now if needed; a file lock keeps concurrent starts to one."""
@@ -92,9 +92,9 @@ class EmbeddedServer:
             return False
         os.kill(state.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(state.pid) and time.monotonic() < deadline:
+        while process_alive(state.pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _alive(state.pid):
+        if process_alive(state.pid):
             raise ServerError(f"server pid {state.pid} did not stop within {timeout:.0f}s; kill it by hand")
         self._state_file.unlink(missing_ok=True)
         return True
@@ -122,7 +122,7 @@ class EmbeddedServer:
                 if pid and _answers(port):
                     self._state_file.write_text(json.dumps({"pid": pid, "port": port, "binary": binary}))
                     return ServerState(pid=pid, port=port, binary=binary)
-                if pid and not _alive(pid):
+                if pid and not process_alive(pid):
                     break
                 time.sleep(0.02)
             pid = _read_pid(pidfile)
@@ -143,7 +143,8 @@ class EmbeddedServer:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, exited but not reaped yet, counts as stopped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -54,7 +54,7 @@ def settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         name = "SWARM_" + str(first["loc"][0]).upper() if first["loc"] else "SWARM_*"
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        raise ConfigError(f"{name}: {first['msg'].removeprefix('Value error, ')}") from None
     configure(s.log_level, swarm=s.name)
     return s
 

@@ -23,6 +23,7 @@ from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.errors import ConfigError
 from swarm.handlers import load_handler
 from swarm.roster import RosterCard, load_card, load_roster
+from swarm.server import process_alive
 
 agent_app = app("Run one agent worker.")
 COLORS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -87,7 +88,9 @@ def agent_run(
 # --- swarm up / down / ps ----------------------------------------------------------------------
 
 def _state_file() -> Path:
-    return settings().home.resolve() / "up.json"
+    home = settings().home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home / "up.json"
 
 
 def _argv(card: RosterCard) -> list[str]:
@@ -165,11 +168,11 @@ def down(timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for
     if state is None:
         out.print("nothing to stop: no `swarm up` is running here")
         return
-    targets = [int(state["pid"])] if _alive(int(state["pid"])) else [int(p) for p in state["children"].values()]
+    targets = [int(state["pid"])] if process_alive(int(state["pid"])) else [int(p) for p in state["children"].values()]
     for pid in targets:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in [int(state["pid"]), *map(int, state["children"].values())]):
+    while any(process_alive(p) for p in [int(state["pid"]), *map(int, state["children"].values())]):
         if time.monotonic() > deadline:
             raise ConfigError(f"swarm did not stop within {timeout:g}s; `swarm ps` shows what still runs")
         time.sleep(0.1)
@@ -181,7 +184,7 @@ def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = Fa
     """The processes `swarm up` runs here, and whether each is alive."""
     state = _read_state()
     rows = [] if state is None else [
-        {"name": name, "pid": int(pid), "alive": _alive(int(pid))} for name, pid in state["children"].items()
+        {"name": name, "pid": int(pid), "alive": process_alive(int(pid))} for name, pid in state["children"].items()
     ]
     if as_json:
         print_json(rows)
@@ -200,16 +203,6 @@ def _read_state() -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _signal(pid: int, sig: int) -> None:
