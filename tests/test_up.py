@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO
 
 import anyio
 from redis.asyncio import Redis
@@ -19,6 +20,11 @@ from swarm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = ROOT / "tests" / "procs" / "agent_handlers.py"
+
+
+def start(args: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "swarm", *args], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
 
 
 async def test_up_runs_the_roster_and_down_stops_it_gracefully(
@@ -35,8 +41,7 @@ async def test_up_runs_the_roster_and_down_stops_it_gracefully(
     env = {**os.environ, "SWARM_REDIS_URL": settings.redis_url, "SWARM_NAME": settings.name,
            "SWARM_HOME": str(home), "SWARM_HEARTBEAT_S": "0.2"}
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "swarm", "up", "--agents", str(roster), "--no-discovery"],
-                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    up = start(["up", "--agents", str(roster), "--no-discovery"], env, log)
     runner = CliRunner()
     cli_env = {"SWARM_REDIS_URL": settings.redis_url, "SWARM_NAME": settings.name, "SWARM_HOME": str(home)}
     try:
