@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -23,6 +22,7 @@ from swarm.handlers.command import CommandFailed, CommandHandler
 from swarm.registry import AgentCard, Registry
 from swarm.roster import load_roster
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = "tests/procs/agent_handlers.py"
@@ -50,15 +50,6 @@ def spawn(
         )
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
-    with anyio.fail_after(within):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.05)
-
-
 async def log(redis: Redis) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else x for x in await redis.lrange("test:log", 0, -1)]
 
@@ -77,13 +68,13 @@ async def test_sigkill_mid_task_completes_on_another_agent_exactly_once(redis: R
     task, _ = await board.create(TaskSpec(kind="work", title="long job"))
     first = spawn(fast, "a1", "slow")
     try:
-        await wait_for(lambda: _started(redis, task.id, first.pid))
+        await eventually(lambda: _started(redis, task.id, first.pid))
         stale = await board.get(task.id)
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         second = spawn(fast, "a2", "noop")
         try:
-            done = await wait_for(lambda: _done(board, task.id), within=15)
+            done = await eventually(lambda: _done(board, task.id), within=15)
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=10) == 0
@@ -99,7 +90,7 @@ async def test_sigkill_mid_task_completes_on_another_agent_exactly_once(redis: R
         await board.complete(task.id, stale.token, "late")
     agents = {a.card.name: a.liveness for a in await Registry(redis, fast).all()}
     assert agents["a2"] == "gone"  # deregistered on SIGTERM
-    await wait_for(lambda: _liveness(redis, fast, "a1", "gone"), within=5)
+    await eventually(lambda: _liveness(redis, fast, "a1", "gone"), within=5)
 
 
 async def _started(redis: Redis, task_id: str, pid: int) -> bool:
@@ -119,7 +110,7 @@ async def test_sigterm_lets_a_running_task_finish_within_grace(redis: Redis, fas
     board = Board(redis, fast)
     task, _ = await board.create(TaskSpec(kind="work", title="short job"))
     proc = spawn(fast, "a1", "slow", "--grace", "10", env={"SWARM_TEST_SLEEP": "1"})
-    await wait_for(lambda: _started(redis, task.id, proc.pid))
+    await eventually(lambda: _started(redis, task.id, proc.pid))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     finished = await board.get(task.id)
@@ -131,7 +122,7 @@ async def test_sigterm_past_grace_releases_the_task_uncounted(redis: Redis, fast
     board = Board(redis, fast)
     task, _ = await board.create(TaskSpec(kind="work", title="endless job"))
     proc = spawn(fast, "a1", "slow", "--grace", "0.3", env={"SWARM_TEST_SLEEP": "60"})
-    await wait_for(lambda: _started(redis, task.id, proc.pid))
+    await eventually(lambda: _started(redis, task.id, proc.pid))
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
     released = await board.get(task.id)
@@ -145,7 +136,7 @@ async def test_a_raising_handler_fails_the_task_with_its_text_and_retries(redis:
     task, _ = await board.create(TaskSpec(kind="work", title="bad input", max_attempts=2))
     agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), load_handler(f"{HANDLERS}:boom", ROOT))
     async with running(agent):
-        failed = await wait_for(lambda: _in_state(board, task.id, "failed"))
+        failed = await eventually(lambda: _in_state(board, task.id, "failed"))
     assert failed.reason == "ValueError: cannot handle bad input"
     assert failed.attempts == 2
     events = [(e.body.event, e.body.detail) for e in await board.history(task.id)]
@@ -176,7 +167,7 @@ async def test_concurrency_k_is_respected_under_load(redis: Redis, fast: Setting
     ids = [(await board.create(TaskSpec(kind="work", title=f"job {i}")))[0].id for i in range(15)]
     agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=3), handler)
     async with running(agent):
-        await wait_for(lambda: _all_done(board, ids))
+        await eventually(lambda: _all_done(board, ids))
     assert peak == 3
     assert agent.completed == 15
 
@@ -199,7 +190,7 @@ async def test_assignment_for_an_earlier_instance_is_ignored(redis: Redis, fast:
         await board.assign(old.id, "a1", instance="01OLDINSTANCE")
         new, _ = await board.create(TaskSpec(kind="work", title="for this instance"))
         await board.assign(new.id, "a1", instance=agent.instance)
-        await wait_for(lambda: _in_state(board, new.id, "done"))
+        await eventually(lambda: _in_state(board, new.id, "done"))
     assert seen == [new.id]
     assert (await board.get(old.id)).state == "assigned"
 
@@ -231,7 +222,7 @@ async def test_command_handler_through_an_agent_reports_stdout(redis: Redis, fas
     handler: Handler = load_handler("cmd:sh -c 'echo handled $SWARM_TASK_TITLE'")
     agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), handler)
     async with running(agent):
-        done = await wait_for(lambda: _in_state(board, task.id, "done"))
+        done = await eventually(lambda: _in_state(board, task.id, "done"))
     assert done.result == "handled echo me"
 
 

@@ -20,6 +20,7 @@ from swarm.keys import Keys
 from swarm.protocol import Chat, Signal, StatusBody, decode, message
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "repos"
 
@@ -81,11 +82,7 @@ async def test_a_fruitless_repetition_escalates_once(redis: Redis, settings: Set
         await tg.start(engine.run)
         for n in range(8):
             await engine.bus.publish(message(StatusBody(text=("standing by", "awaiting orders")[n % 2]), sender="a1"))
-        with anyio.fail_after(10):
-            while True:  # the engine counts in its own task; poll its counter
-                if engine.seen >= 8:
-                    break
-                await anyio.sleep(0.02)
+        await eventually(lambda: _seen(engine, 8))
         tg.cancel_scope.cancel()
     rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(keys.captain))
     msgs = [decode(fields[b"m"]) for _, fields in rows]
@@ -98,6 +95,10 @@ async def test_a_fruitless_repetition_escalates_once(redis: Redis, settings: Set
     assert chats[0].body.text.startswith("a1 keeps repeating 'standing by' (3 times) and the sources (none fit "
                                          "its capabilities) found no open work in ")
     assert await Board(redis, settings).tasks() == []
+
+
+async def _seen(engine: Discovery, count: int) -> bool:
+    return engine.seen >= count
 
 
 def test_discover_cli_dry_run_json_and_bad_options(redis_url: str, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
@@ -34,6 +34,7 @@ from swarm.metrics import Exporter, Metrics
 from swarm.protocol import ChatBody, Message, StatusBody, decode, message
 from swarm.registry import AgentCard
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 PORT_LINE = re.compile(r"metrics on http://0\.0\.0\.0:(\d+)/metrics")
@@ -63,15 +64,6 @@ def sample(text: str, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    with anyio.fail_after(within):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.05)
 
 
 def status(text: str, sender: str = "a1") -> Message:

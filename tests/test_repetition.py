@@ -9,11 +9,10 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import anyio
 import pytest
 from redis.asyncio import Redis
 
@@ -22,6 +21,7 @@ from swarm.discovery.repetition import SWARM_SCOPE, Detector, Repetition, Repeti
 from swarm.discovery.text import Classifier, distance, features, fingerprint, normalize, overlap, signature, simhash
 from swarm.protocol import ChatBody, HeartbeatBody, Message, Signal, Status, StatusBody, decode, message
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = Path(__file__).with_name("fixtures") / "trace.jsonl"
@@ -205,14 +205,14 @@ async def test_kill_9_mid_trace_then_restart_gives_the_same_signals(
 
     proc = spawn(settings, "d1")
     try:
-        await wait_for(lambda: _handled_at_least(redis, bus, len(msgs) // 3))
+        await eventually(lambda: _handled_at_least(redis, bus, len(msgs) // 3))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert not await _handled_at_least(redis, bus, len(msgs))  # killed mid-trace
     proc = spawn(settings, "d1")
     try:
-        await wait_for(lambda: _handled_at_least(redis, bus, len(msgs)))
+        await eventually(lambda: _handled_at_least(redis, bus, len(msgs)))
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -353,14 +353,6 @@ def spawn(settings: Settings, name: str) -> subprocess.Popen[bytes]:
             [sys.executable, "tests/procs/repetition_proc.py", name],
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=errors,
         )
-
-
-async def wait_for(check: Callable[[], Awaitable[bool]], within: float = 20.0) -> None:
-    with anyio.fail_after(within):
-        while True:
-            if await check():
-                return
-            await anyio.sleep(0.02)
 
 
 async def _handled_at_least(redis: Redis, bus: Bus, count: int) -> bool:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 from typing import IO
 
-import anyio
 from redis.asyncio import Redis
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from swarm.board import Board, TaskSpec
 from swarm.cli import app
 from swarm.registry import Registry
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER = ROOT / "tests" / "procs" / "agent_handlers.py"
@@ -46,19 +46,17 @@ async def test_up_runs_the_roster_and_down_stops_it_gracefully(
     cli_env = {"SWARM_REDIS_URL": settings.redis_url, "SWARM_NAME": settings.name, "SWARM_HOME": str(home)}
     try:
         registry = Registry(redis, settings)
-        with anyio.fail_after(20):
-            while True:
-                alive = {a.card.name for a in await registry.all() if a.liveness == "alive"}
-                if alive == {"w1", "w2"} and await redis.exists(registry.keys.leader):
-                    break
-                await anyio.sleep(0.1)
+        async def ready() -> bool:
+            alive = {a.card.name for a in await registry.all() if a.liveness == "alive"}
+            return alive == {"w1", "w2"} and bool(await redis.exists(registry.keys.leader))
+
+        await eventually(ready, within=20)
         board = Board(redis, settings)
         ids = [(await board.create(TaskSpec(kind="work", title=f"job {n}")))[0].id for n in range(6)]
-        with anyio.fail_after(20):
-            while True:
-                if {(await board.get(i)).state for i in ids} == {"done"}:
-                    break
-                await anyio.sleep(0.1)
+        async def finished() -> bool:
+            return {(await board.get(i)).state for i in ids} == {"done"}
+
+        await eventually(finished, within=20)
         ps = runner.invoke(app, ["ps", "--json"], env=cli_env)
         assert ps.exit_code == 0, ps.stderr
         assert sorted((p["name"], p["alive"]) for p in json.loads(ps.stdout)) == [
