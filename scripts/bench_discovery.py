@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import random
 import resource
 import sys
 import sysconfig
@@ -25,11 +26,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_repetition import classify_all, rate, texts  # same folder: the classification half of issue 5's figures
+
 from swarm.discovery.limits import DiscoveryLimits
 from swarm.discovery.sources import Source, load_sources
 from swarm.discovery.workspace import Workspace
 
 SCAN_TARGET = 100_000
+CLASSIFY_TARGET = 20_000
 """Lines per second for all sources together."""
 
 
@@ -109,10 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="tree to scan (default: the standard library)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure; the best one counts")
     parser.add_argument("--jobs", type=int, default=None, help="analysis worker processes (default: one per CPU)")
+    parser.add_argument("--messages", type=int, default=50_000, help="status texts to classify")
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    cold = texts(args.messages, random.Random(1), distinct=True)
+    classified = rate(len(cold), classify_all(cold, cache_size=1), args.repeat)
+    ok = classified >= CLASSIFY_TARGET
+    print(f"messages classified (all {len(cold):,} texts distinct, no cache): {classified:,.0f} msg/s "
+          f"(target >= {CLASSIFY_TARGET:,}) {'OK' if ok else 'BELOW TARGET'}")
     print(f"scanning {args.root} ({args.repeat} runs per figure, best counts)")
-    met = print_scan(bench_scan(args.root, args.repeat, args.jobs))
+    met = print_scan(bench_scan(args.root, args.repeat, args.jobs)) and ok
     return 1 if args.check and not met else 0
 
 
