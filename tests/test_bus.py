@@ -25,6 +25,7 @@ from swarm.errors import DecodeError, MessageTooLarge
 from swarm.keys import FIELD
 from swarm.protocol import ChatBody, Message, StatusBody, decode, message, new_id, now_ms
 from swarm.settings import Settings
+from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = ROOT / "protocols" / "vectors"
@@ -502,3 +503,32 @@ async def test_many_concurrent_publishers_lose_nothing(settings: Settings, redis
         **{f"proc-{n}": list(range(per_proc)) for n in range(procs)},
     }
     assert await pending(redis, bus.keys.bus, "g") == 0
+
+
+async def test_a_consumer_survives_its_connections_being_killed(bus: Bus, redis: Redis, settings: Settings) -> None:
+    # The consumer has its own client (as an agent process would); the server drops every connection
+    # but the one asking, the consumer's blocked read included. redis-py reconnects with backoff
+    # and the consumer goes on by itself; the publisher's client recovers the same way.
+    got: list[str] = []
+
+    async def handle(d: Delivery) -> None:
+        got.append(d.message.body.text)  # type: ignore[union-attr]
+
+    async with open_redis(settings) as own:
+        consumer = Bus(own, settings).consumer("g", "c1", [bus.keys.bus], start="0")
+        await consumer.setup()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.run, handle)
+            await bus.publish(chat("before"))
+            await eventually(lambda: _has(got, "before"))
+            killed = await redis.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")  # type: ignore[no-untyped-call]
+            assert int(killed) >= 1  # the consumer's blocked read among them
+            await bus.publish(chat("after"))
+            await eventually(lambda: _has(got, "after"))
+            tg.cancel_scope.cancel()
+    assert got == ["before", "after"]
+    assert await pending(redis, bus.keys.bus, "g") == 0
+
+
+async def _has(got: list[str], text: str) -> bool:
+    return text in got
