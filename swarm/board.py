@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -120,6 +121,28 @@ def text(value: bytes | str) -> str:
 
 def _split(value: str, sep: str) -> tuple[str, ...]:
     return tuple(v for v in value.split(sep) if v) if value else ()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One registered agent as `Board.view` sees it: its card (JSON), last heartbeat, load, and
+    the files of the viewed tasks it has finished work on before."""
+
+    name: str
+    card: str
+    seen: int
+    load: int
+    affinity: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class BoardView:
+    """What the captain needs for one round of assignments."""
+
+    tasks: list[Task]
+    agents: list[AgentRow]
+    moved: list[str]
+    wake_at: int | None
 
 
 class Board:
@@ -250,6 +273,19 @@ class Board:
         moved = reply.get("moved") or []
         wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
         return list(moved), int(min(wake)) if wake else None
+
+    async def view(self, offset: int = 0, limit: int = 64) -> BoardView:
+        """The captain's look at the board in one round trip (see swarm/lua/view.lua): expired
+        leases reclaimed first, then up to `limit` ready tasks from `offset`, and every agent."""
+        reply = await self._call("view", offset, limit, 500)
+        wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
+        return BoardView(
+            tasks=[Task.from_redis(t) for t in reply.get("tasks") or []],
+            agents=[AgentRow(name=a["name"], card=a["card"], seen=int(a["seen"]), load=int(a["load"]),
+                             affinity=frozenset(a.get("affinity") or ())) for a in reply.get("agents") or []],
+            moved=list(reply.get("moved") or []),
+            wake_at=int(min(wake)) if wake else None,
+        )
 
     # --- the owner's transitions ---------------------------------------------------------------
     async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:

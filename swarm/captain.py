@@ -24,7 +24,7 @@ from swarm.errors import ConnectionLost, IllegalTransition, NotLeader
 from swarm.keys import Keys
 from swarm.lua import Scripts
 from swarm.protocol import new_id, now_ms
-from swarm.registry import AgentInfo, Registry
+from swarm.registry import AgentCard, AgentInfo, Registry
 from swarm.settings import Settings
 
 if TYPE_CHECKING:
@@ -137,31 +137,35 @@ class Captain:
     async def tick(self) -> int | None:
         """Reap expired leases and assign what can be assigned. Returns when to look again (ms).
 
-        Free capacity is counted first, so a long ready queue costs only the few tasks that can be
-        placed now (a page at a time, in case the head of the queue fits no free agent)."""
-        _, wake_at = await self.board.reclaim_expired()
-        slots = await self.slots(affinity=False)
-        free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
+        One script call reads what a round needs (`Board.view`); a further page of the ready queue
+        is read only when the head of the queue fits no free agent."""
+        page = 64
         offset = 0
-        while free > 0:
-            page = free * 4 + 16
-            tasks = await self.board.ready(limit=page, offset=offset)
-            if not tasks:
-                break
-            if any(t.files for t in tasks):
-                slots = await self.slots(affinity=True)
-            placed = await self._assign(plan(tasks, slots), slots)
+        wake_at: int | None = None
+        while True:
+            view = await self.board.view(offset, page)
+            if offset == 0:
+                wake_at = view.wake_at
+            now = now_ms()
+            slots = [
+                Slot(info=AgentInfo(card=card, last_seen=row.seen, liveness="alive"), load=row.load,
+                     affinity=row.affinity)
+                for row in view.agents
+                if self.registry.liveness(row.seen, now) == "alive"
+                for card in (AgentCard.model_validate_json(row.card),)
+            ]
+            free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
+            if free <= 0 or not view.tasks:
+                return wake_at
+            placed = await self._assign(plan(view.tasks, slots), slots)
             if placed < 0:  # deposed
-                break
-            free -= placed
-            offset += len(tasks) - placed
+                return wake_at
             if placed:  # the leases just granted run out at now + lease: look again then
                 due = now_ms() + self.board.lease_ms
                 wake_at = due if wake_at is None else min(wake_at, due)
-            slots = await self.slots(affinity=False) if free > 0 else slots
-            if len(tasks) < page:
-                break
-        return wake_at
+            if placed >= free or len(view.tasks) < page:
+                return wake_at
+            offset += len(view.tasks) - placed
 
     async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
         """Assign each planned pair; the number placed, or -1 when this captain was deposed."""

@@ -103,18 +103,20 @@ class Registry:
                 cards, seen = await pipe.execute()
         last = {name.decode(): int(score) for name, score in seen}
         now = now_ms()
+        return [
+            AgentInfo(card=AgentCard.model_validate_json(raw), last_seen=last.get(name_b.decode(), 0),
+                      liveness=self.liveness(last.get(name_b.decode(), 0), now))
+            for name_b, raw in sorted(cards.items())
+        ]
+
+    def liveness(self, last_seen: int, now: int) -> Liveness:
+        """`alive`, `stale` or `gone` for an agent last heard from at `last_seen` (ms; 0 = left)."""
         # Agents heartbeat every min(heartbeat_s, lease_s / 3) (see Agent._heartbeats): judge by that.
         period = min(self.settings.heartbeat_s, self.settings.lease_s / 3) * 1000
-        out: list[AgentInfo] = []
-        for name_b, raw in sorted(cards.items()):
-            name = name_b.decode()
-            at = last.get(name, 0)
-            age = now - at
-            liveness: Liveness = (
-                "gone" if at == 0 or age > GONE_AFTER * period else "stale" if age > STALE_AFTER * period else "alive"
-            )
-            out.append(AgentInfo(card=AgentCard.model_validate_json(raw), last_seen=at, liveness=liveness))
-        return out
+        age = now - last_seen
+        if last_seen == 0 or age > GONE_AFTER * period:
+            return "gone"
+        return "stale" if age > STALE_AFTER * period else "alive"
 
     async def forget(self, name: str) -> None:
         """Remove an agent's card entirely."""
