@@ -189,15 +189,26 @@ class Agent:
         """Claim ready tasks up to spare capacity. Runs on board events and whenever a job ends (so
         a busy agent goes straight on to the next task); the lock keeps two runs from overfilling."""
         async with self._claiming:
-            while not self._stopping and len(self.jobs) < self.card.concurrency:
-                try:
-                    task = await self.board.claim_next(self.name, self.card.capabilities or ("*",))
-                except ConnectionLost as exc:
-                    log.warning("cannot reach Redis to claim", error=str(exc))
-                    return
-                if task is None:
-                    return
+            free = self.card.concurrency - len(self.jobs)
+            if self._stopping or free <= 0:
+                return
+            try:
+                tasks = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
+            except ConnectionLost as exc:
+                log.warning("cannot reach Redis to claim", error=str(exc))
+                return
+            self._said(len(tasks))
+            for task in tasks:
                 self._spawn(task.id, task.token, task, task.updated)
+
+    def _said(self, count: int) -> None:
+        """Count the status messages a board script wrote on this agent's behalf as published by it."""
+        if self.metrics is not None and count and self.board.speak:
+            self.metrics.on_publish_many(["status"] * count)
+
+    @property
+    def _caps(self) -> tuple[str, ...]:
+        return self.card.capabilities or ("*",)
 
     async def _chatter(self, period: float) -> None:
         while True:
@@ -217,17 +228,21 @@ class Agent:
     async def _work(self, job: _Job, claimed: Task | None) -> None:
         # Every line logged from this job's task (its own context) names the task.
         structlog.contextvars.bind_contextvars(task=job.task_id)
+        went_on = False
         try:
             async with self._slots:
-                task = claimed if claimed is not None else await self.board.start(job.task_id, job.token)
+                if claimed is None:
+                    task = await self.board.start(job.task_id, job.token)
+                    self._said(1)
+                else:
+                    task = claimed
                 if self.metrics is not None:
                     self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
-                assert self._workers is not None
-                # Said alongside, not before: the handler should not wait on a status message.
-                self._workers.start_soon(self._say, f"working on {task.id}: {task.title}", "working", task.id)
+                # The claim or start script already said "working on" for us, in the same step.
                 outcome = await self._run_handler(job, task)
+                went_on = False
                 if outcome is not None:
-                    await self._report(job, task, outcome)
+                    went_on = await self._report(job, task, outcome)
                 elif self.metrics is not None:
                     self.metrics.on_task_finished(task.kind, "lost", task.created, 0, 0)
         except StaleToken as exc:
@@ -237,7 +252,7 @@ class Agent:
         finally:
             self._finished(job)
             structlog.contextvars.unbind_contextvars("task")
-        if self.claim and not self._stopping:
+        if self.claim and not self._stopping and not went_on:
             await self._claim_some()  # straight on to the next task, without waiting for an event
 
     def _finished(self, job: _Job) -> None:
@@ -264,23 +279,32 @@ class Agent:
                     log.warning("release refused", task=job.task_id, reason=str(exc))
             raise
 
-    async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> None:
+    async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> bool:
+        """Tell the board how the task went (the script says it on the bus too). When claiming, the
+        completion also claims the next tasks for the freed slot; True when it did that."""
         ok, text = outcome
-        if ok:
-            done = await self.board.complete(job.task_id, job.token, text)
-            self.completed += 1
-            if self.metrics is not None:
-                self.metrics.on_task_finished(task.kind, "done", task.created, job.taken_ms, done.updated)
-            self._finished(job)  # the slot is free now: a claim may take it while we report
-            await self._say(f"done {task.id}: {task.title}", "done", task.id)
-        else:
+        if not ok:
             after = await self.board.fail(job.task_id, job.token, text)
+            self._said(1)
             self.failed += 1
             if self.metrics is not None:
                 self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
             self._finished(job)
             log.warning("task failed", task=task.id, error=text, state=after.state)
-            await self._say(f"failed {task.id}: {text}", "error", task.id)
+            return False
+        went_on = self.claim and not self._stopping
+        async with self._claiming:  # the slot this job frees may be refilled in the same call
+            more = self.card.concurrency - len(self.jobs) + 1 if went_on else 0
+            done, claimed = await self.board.complete_and_claim(
+                job.task_id, job.token, text, claim=max(0, more), caps=self._caps)
+            self._said(1 + len(claimed))
+            self.completed += 1
+            self._finished(job)
+            for nxt in claimed:
+                self._spawn(nxt.id, nxt.token, nxt, nxt.updated)
+        if self.metrics is not None:
+            self.metrics.on_task_finished(task.kind, "done", task.created, job.taken_ms, done.updated)
+        return went_on
 
     async def _heartbeats(self) -> None:
         """Keep the registry and every owned task's lease fresh; stop work that was lost."""

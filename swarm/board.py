@@ -148,11 +148,14 @@ class BoardView:
 class Board:
     """Every task operation of one swarm; each mutation is one atomic script call."""
 
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, speak: bool = True) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
         self.scripts = Scripts(redis)
+        self.speak = speak
+        """Owner transitions also write the owner's status message on the bus ("working on t-3: ...",
+        "done t-3: ...", "failed t-3: ..."), in the same script call."""
 
     @property
     def lease_ms(self) -> int:
@@ -290,39 +293,58 @@ class Board:
     # --- the owner's transitions ---------------------------------------------------------------
     async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:
         """Take the best ready task `agent` is capable of (`*` = anything); None when none is."""
-        _check_agent(agent)
-        reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms)
-        return None if reply.get("empty") else Task.from_redis(reply["task"])
+        tasks = await self.claim(agent, caps, 1)
+        return tasks[0] if tasks else None
 
-    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True) -> Task:
-        return await self._task(
+    async def claim(self, agent: str, caps: Sequence[str], count: int) -> list[Task]:
+        """Take up to `count` of the best ready tasks `agent` is capable of, in one atomic step."""
+        _check_agent(agent)
+        reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak)
+        return [] if reply.get("empty") else [Task.from_redis(t) for t in reply["tasks"]]
+
+    @property
+    def _speak(self) -> str:
+        return "1" if self.speak else "0"
+
+    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True,
+                   claim: int = 0, caps: Sequence[str] = ()) -> dict[str, Any]:
+        return await self._call(
             "own", action, task_id, str(token), self.lease_ms, text,
-            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0",
+            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0", self._speak, claim,
+            ",".join(caps) or "*",
         )
 
     async def start(self, task_id: str, token: int) -> Task:
         """assigned -> running."""
-        return await self._own("start", task_id, token)
+        return Task.from_redis((await self._own("start", task_id, token))["task"])
 
     async def heartbeat(self, task_id: str, token: int) -> Task:
         """Extend the lease by `lease_s`."""
-        return await self._own("heartbeat", task_id, token)
+        return Task.from_redis((await self._own("heartbeat", task_id, token))["task"])
 
     async def complete(self, task_id: str, token: int, result: str = "") -> Task:
         """-> done with `result`."""
-        return await self._own("done", task_id, token, result)
+        return (await self.complete_and_claim(task_id, token, result))[0]
+
+    async def complete_and_claim(
+        self, task_id: str, token: int, result: str = "", *, claim: int = 0, caps: Sequence[str] = ()
+    ) -> tuple[Task, list[Task]]:
+        """-> done with `result`, then claim up to `claim` ready tasks `caps` can do for the same
+        owner, all in one script call: a busy agent goes on without another round trip."""
+        reply = await self._own("done", task_id, token, result, claim=claim, caps=caps)
+        return Task.from_redis(reply["task"]), [Task.from_redis(t) for t in reply.get("claimed") or []]
 
     async def fail(self, task_id: str, token: int, reason: str, *, retry: bool = True) -> Task:
         """-> open after a backoff while attempts remain (and `retry`), else failed with `reason`."""
-        return await self._own("fail", task_id, token, reason, retry)
+        return Task.from_redis((await self._own("fail", task_id, token, reason, retry))["task"])
 
     async def release(self, task_id: str, token: int, note: str = "released") -> Task:
         """Give the task back (graceful shutdown): open again now, the attempt not counted."""
-        return await self._own("release", task_id, token, note)
+        return Task.from_redis((await self._own("release", task_id, token, note))["task"])
 
     async def block(self, task_id: str, token: int, reason: str) -> Task:
         """-> blocked with a reason; `unblock` reopens it."""
-        return await self._own("block", task_id, token, reason)
+        return Task.from_redis((await self._own("block", task_id, token, reason))["task"])
 
 
 def _check_agent(agent: str) -> None:

@@ -487,3 +487,41 @@ async def test_a_long_result_is_clipped_in_the_event_at_a_character_boundary(red
     assert (done.body.event, done.body.detail) == ("done", "ab" + "😀" * 4095)
     assert (await board.get(task.id)).result == result
     assert (await events(redis, board))[-1] == done
+
+
+async def test_claim_takes_many_in_one_call_and_done_claims_the_next(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    ids = [(await board.create(spec(f"job {n}", priority=9 - n % 3)))[0].id for n in range(6)]
+    first = await board.claim("a1", ["audit"], 4)
+    assert [t.title for t in first] == ["job 0", "job 3", "job 1", "job 4"]  # priority, then age
+    assert {t.state for t in first} == {"running"}
+    done, nxt = await board.complete_and_claim(first[0].id, first[0].token, "ok", claim=3, caps=["audit"])
+    assert (done.state, [t.title for t in nxt]) == ("done", ["job 2", "job 5"])  # only two were left
+    assert await board.claim("a1", ["audit"], 5) == []
+    assert sorted(await board.owned("a1")) == sorted(set(ids) - {done.id})
+    events = [e.body.event for e in await board.history(nxt[0].id)]
+    assert events == ["created", "claimed"]
+
+
+async def test_owner_transitions_say_the_owners_status_on_the_bus(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    quiet = Board(redis, settings, speak=False)
+    a, _ = await board.create(spec("first"))
+    b, _ = await board.create(spec("second"))
+    got = await board.claim_next("a1", ["audit"])
+    assert got is not None
+    await board.complete(got.id, got.token, "ok")
+    assigned = await board.assign(b.id, "a2")
+    await board.start(b.id, assigned.token)
+    await board.fail(b.id, assigned.token, "boom", retry=False)
+    c, _ = await quiet.create(spec("third"))
+    silent = await quiet.claim_next("a3", ["audit"])
+    assert silent is not None
+    await quiet.complete(silent.id, silent.token)
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.bus))
+    said = [(m.sender, m.body.state, m.body.text) for m in (decode(f[FIELD.encode()]) for _, f in rows)]  # type: ignore[union-attr]
+    assert said == [
+        ("a1", "working", f"working on {a.id}: first"), ("a1", "done", f"done {a.id}: first"),
+        ("a2", "working", f"working on {b.id}: second"), ("a2", "error", f"failed {b.id}: boom"),
+    ]
+    assert c.id not in str(said)

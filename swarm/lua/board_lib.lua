@@ -85,10 +85,14 @@ end
 -- Append the transition to the board-event stream (a `task_event` message in the standard
 -- envelope) and to the task's own history list, in the same atomic step as the change.
 local EMITTED = 0
-local function emit(t, event, detail)
+local function next_id()
   EMITTED = EMITTED + 1
-  local id = EVENT_ID
-  if EMITTED > 1 then id = EVENT_ID .. '.' .. EMITTED end  -- one call may move many tasks
+  if EMITTED > 1 then return EVENT_ID .. '.' .. EMITTED end  -- one call may write many messages
+  return EVENT_ID
+end
+
+local function emit(t, event, detail)
+  local id = next_id()
   local body = {task_id = t.id, event = event, state = t.state, token = tonumber(t.token),
     detail = clip(detail or '')}
   if t.owner and t.owner ~= '' then body.owner = t.owner end
@@ -213,4 +217,49 @@ local function reclaim_expired(limit)
   end
   promote_due()
   return moved
+end
+
+-- The owner's status message on the bus ("working on t-3: ...", "done t-3: ..."), written in the
+-- same step as the transition: saying what it does costs an agent no round trip of its own.
+local function say(agent, state, text, task_id)
+  local msg = cjson.encode({v = 1, id = next_id(), sender = agent, to = '@all', ts = NOW, priority = 'normal',
+    kind = 'status', body = {text = clip(text), state = state, task_id = task_id}})
+  redis.call('XADD', key('bus'), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
+end
+
+-- Hand up to `count` ready tasks that `caps` (comma-separated, '*' = any) can do to `agent`, best
+-- first (priority, then age), straight to running. Returns them in claim order.
+local function claim_ready(agent, caps, lease_ms, count, speak)
+  local can, any = {}, false
+  for cap in string.gmatch(caps, '[^,]+') do
+    if cap == '*' then any = true end
+    can[cap] = true
+  end
+  local claimed = {}
+  local offset = 0
+  while #claimed < count do
+    local ids = redis.call('ZRANGE', key('ready'), offset, offset + 99)
+    if #ids == 0 then break end
+    local taken = 0
+    for _, id in ipairs(ids) do
+      local t = load(id)
+      local fits = any
+      if not fits then
+        fits = true
+        for cap in string.gmatch(t.caps, '[^,]+') do
+          if not can[cap] then fits = false break end
+        end
+      end
+      if fits then
+        hand_out(t, agent, lease_ms, 'running')
+        emit(t, 'claimed', '')
+        if speak then say(agent, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+        claimed[#claimed + 1] = t
+        taken = taken + 1
+        if #claimed == count then break end
+      end
+    end
+    offset = offset + #ids - taken  -- claimed ones left the queue
+  end
+  return claimed
 end

@@ -8,7 +8,12 @@
 --   block      -> blocked with a reason (unblock puts it back to open)
 -- ARGV[4]: action  ARGV[5]: task id  ARGV[6]: token  ARGV[7]: lease ms  ARGV[8]: result or reason
 -- ARGV[9]: retry backoff base ms  ARGV[10]: '0' to fail without retry
+-- ARGV[11]: '1' to write the owner's status message (working on / done / failed) on the bus
+-- ARGV[12]: after done, claim up to this many ready tasks for the same owner (a busy agent goes
+--           on to its next task in the same round trip)  ARGV[13]: the owner's capabilities
 local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
+local speak = ARGV[11] == '1'
+local claimed = nil
 local t = load(id)
 if not t then return not_found(id) end
 local refused = check_owner(t, token)
@@ -20,6 +25,7 @@ if action == 'start' then
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)
   save(t, 'state', 'lease_until')
   emit(t, 'started', '')
+  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
 elseif action == 'heartbeat' then
   t.lease_until = tostring(NOW + lease_ms)
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)
@@ -29,9 +35,13 @@ elseif action == 'done' then
   finish(t, 'done', 'result', text, 'done')
   for file in string.gmatch(t.files, '[^\n]+') do redis.call('SADD', key('affinity:' .. owner), file) end
   release_dependents(t)
+  if speak then say(owner, 'done', 'done ' .. t.id .. ': ' .. t.title, t.id) end
+  local more = tonumber(ARGV[12] or '0') or 0
+  if more > 0 then claimed = claim_ready(owner, ARGV[13], lease_ms, more, speak) end
 elseif action == 'fail' then
   t.reason = text
   save(t, 'reason')
+  if speak then say(t.owner, 'error', 'failed ' .. t.id .. ': ' .. text, t.id) end
   if ARGV[10] ~= '0' and tonumber(t.attempts) < tonumber(t.max_attempts) then
     local backoff = math.min(tonumber(ARGV[9]) * 2 ^ (tonumber(t.attempts) - 1), 60000)
     requeue(t, NOW + backoff)
@@ -55,4 +65,5 @@ elseif action == 'block' then
 else
   return err('illegal', 'unknown owner action ' .. action)
 end
+if claimed and #claimed > 0 then return ok(t, {claimed = claimed}) end
 return ok(t)
