@@ -98,6 +98,8 @@ class Agent:
         self._replaced = anyio.Event()
         self._claiming = anyio.Lock()
         self._stopping = False
+        self._outbox: list[_Done] = []
+        self._kick = anyio.Event()
 
     @property
     def name(self) -> str:
@@ -128,6 +130,7 @@ class Agent:
         try:
             async with anyio.create_task_group() as life:
                 life.start_soon(self._heartbeats)
+                life.start_soon(self._settler)
                 async with anyio.create_task_group() as workers:
                     self._workers = workers
                     async with anyio.create_task_group() as intake:
@@ -292,19 +295,53 @@ class Agent:
             self._finished(job)
             log.warning("task failed", task=task.id, error=text, state=after.state)
             return False
+        report = _Done(job, task, text)
+        self._outbox.append(report)
+        self._kick.set()
+        await report.settled.wait()
+        return report.went_on
+
+    async def _settler(self) -> None:
+        """Report finished tasks to the board in batches, claiming the slots they free in the same call.
+
+        Group commit: while one call is in flight, tasks finishing meanwhile queue up and go
+        together in the next, so a busy agent pays one round trip for many tasks."""
+        while True:
+            await self._kick.wait()
+            self._kick = anyio.Event()
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                await self._settle(batch)
+
+    async def _settle(self, batch: list[_Done]) -> None:
         went_on = self.claim and not self._stopping
-        async with self._claiming:  # the slot this job frees may be refilled in the same call
-            more = self.card.concurrency - len(self.jobs) + 1 if went_on else 0
-            done, claimed = await self.board.complete_and_claim(
-                job.task_id, job.token, text, claim=max(0, more), caps=self._caps)
-            self._said(1 + len(claimed))
-            self.completed += 1
-            self._finished(job)
+        reports = [(d.job.task_id, d.job.token, d.result) for d in batch]
+        backoff = 0.1
+        async with self._claiming:  # the freed slots are refilled in the same call
+            more = self.card.concurrency - len(self.jobs) + len(batch) if went_on else 0
+            while True:
+                try:
+                    settled, claimed = await self.board.settle(self.name, reports, claim=max(0, more), caps=self._caps)
+                    break
+                except ConnectionLost as exc:  # the handlers' work is done: keep trying to say so
+                    log.warning("cannot reach Redis to report; retrying", error=str(exc), backoff=backoff)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+            self._said(sum(r.error is None for r in settled) + len(claimed))
+            for report, result in zip(batch, settled, strict=True):
+                if result.error is None:
+                    self.completed += 1
+                    if self.metrics is not None:
+                        task = report.task
+                        self.metrics.on_task_finished(task.kind, "done", task.created, report.job.taken_ms,
+                                                      result.updated)
+                else:
+                    log.warning("completion refused", task=result.id, reason=str(result.error))
+                self._finished(report.job)
+                report.went_on = went_on
+                report.settled.set()
             for nxt in claimed:
                 self._spawn(nxt.id, nxt.token, nxt, nxt.updated)
-        if self.metrics is not None:
-            self.metrics.on_task_finished(task.kind, "done", task.created, job.taken_ms, done.updated)
-        return went_on
 
     async def _heartbeats(self) -> None:
         """Keep the registry and every owned task's lease fresh; stop work that was lost."""
@@ -335,6 +372,17 @@ class Agent:
                                            sender=self.name))
         except SwarmError as exc:
             log.warning("status not sent", error=str(exc))
+
+
+@dataclass
+class _Done:
+    """A finished task waiting for the settler to report it."""
+
+    job: _Job
+    task: Task
+    result: str
+    settled: anyio.Event = field(default_factory=anyio.Event)
+    went_on: bool = False
 
 
 async def _set_on(event: anyio.Event, scope: anyio.CancelScope) -> None:

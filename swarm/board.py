@@ -136,6 +136,15 @@ class AgentRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Settled:
+    """One report of `Board.settle`: done at `updated` (ms), or refused with `error`."""
+
+    id: str
+    updated: int
+    error: SwarmError | None
+
+
+@dataclass(frozen=True, slots=True)
 class BoardView:
     """What the captain needs for one round of assignments."""
 
@@ -301,6 +310,24 @@ class Board:
         _check_agent(agent)
         reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak)
         return [] if reply.get("empty") else [Task.from_redis(t) for t in reply["tasks"]]
+
+    async def settle(
+        self, agent: str, done: Sequence[tuple[str, int, str]], *, claim: int = 0, caps: Sequence[str] = ()
+    ) -> tuple[list[Settled], list[Task]]:
+        """Report many `(task id, token, result)` as done and claim up to `claim` ready tasks, in one
+        script call (what a busy agent does with the slots its finished tasks free). A refused
+        report (stale token, not running) comes back with its error; the others still count."""
+        _check_agent(agent)
+        flat: list[str | int] = []
+        for task_id, token, result in done:
+            flat += (task_id, str(token), result)
+        reply = await self._call("settle", agent, ",".join(caps) or "*", self.lease_ms, claim, self._speak, *flat)
+        settled = [
+            Settled(d["id"], int(d.get("updated") or 0),
+                    _ERRORS.get(d["error"], SwarmError)(d["message"]) if "error" in d else None)
+            for d in reply.get("done") or []
+        ]
+        return settled, [Task.from_redis(t) for t in reply.get("tasks") or []]
 
     @property
     def _speak(self) -> str:

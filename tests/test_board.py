@@ -525,3 +525,21 @@ async def test_owner_transitions_say_the_owners_status_on_the_bus(redis: Redis, 
         ("a2", "working", f"working on {b.id}: second"), ("a2", "error", f"failed {b.id}: boom"),
     ]
     assert c.id not in str(said)
+
+
+async def test_settle_reports_many_each_fenced_and_claims_the_freed_slots(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    for n in range(5):
+        await board.create(spec(f"job {n}"))
+    mine = await board.claim("a1", ["audit"], 3)
+    stolen = await board.assign(mine[2].id, "a2", force=True)  # a1's token for it is stale now
+    settled, claimed = await board.settle(
+        "a1", [(t.id, t.token, f"did {t.title}") for t in mine], claim=3, caps=["audit"])
+    assert [(r.id, r.error is None) for r in settled] == [(mine[0].id, True), (mine[1].id, True), (mine[2].id, False)]
+    assert isinstance(settled[2].error, StaleToken)
+    assert str(settled[2].error).startswith(f"token {mine[2].token} for task {mine[2].id} is stale")
+    assert [t.title for t in claimed] == ["job 3", "job 4"]
+    assert (await board.get(mine[0].id)).result == "did job 0"
+    assert (await board.get(stolen.id)).owner == "a2"
+    nothing, none = await board.settle("a1", [], claim=0)
+    assert (nothing, none) == ([], [])

@@ -263,3 +263,13 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
   end
   return claimed
 end
+
+-- done, as the owner reports it: the result recorded, affinity noted, dependents released, the
+-- owner's "done" status said when `speak`.
+local function complete(t, result, speak)
+  local owner = t.owner
+  finish(t, 'done', 'result', result, 'done')
+  for file in string.gmatch(t.files, '[^\n]+') do redis.call('SADD', key('affinity:' .. owner), file) end
+  release_dependents(t)
+  if speak then say(owner, 'done', 'done ' .. t.id .. ': ' .. t.title, t.id) end
+end

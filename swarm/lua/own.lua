@@ -32,10 +32,7 @@ elseif action == 'heartbeat' then
   save(t, 'lease_until')
 elseif action == 'done' then
   local owner = t.owner
-  finish(t, 'done', 'result', text, 'done')
-  for file in string.gmatch(t.files, '[^\n]+') do redis.call('SADD', key('affinity:' .. owner), file) end
-  release_dependents(t)
-  if speak then say(owner, 'done', 'done ' .. t.id .. ': ' .. t.title, t.id) end
+  complete(t, text, speak)
   local more = tonumber(ARGV[12] or '0') or 0
   if more > 0 then claimed = claim_ready(owner, ARGV[13], lease_ms, more, speak) end
 elseif action == 'fail' then

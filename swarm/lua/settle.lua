@@ -1,0 +1,35 @@
+--!include board_lib
+-- A busy agent's round trip: report every task it finished since its last call as done, then claim
+-- up to `count` ready tasks for the slots that freed. Each report is fenced by its own token; one
+-- refused (stale, or no longer running) does not stop the others.
+-- ARGV[4]: agent  ARGV[5]: capabilities ('*' = any)  ARGV[6]: lease ms  ARGV[7]: tasks to claim
+-- ARGV[8]: '1' to write the agent's status messages  ARGV[9..]: triples (task id, token, result)
+-- Reply: {"ok": true, "done": [{"id": ..., "updated": ms} or {"id": ..., "error": code, "message": ...}],
+--         "tasks": [claimed tasks]}
+local agent, speak = ARGV[4], ARGV[8] == '1'
+local done = {}
+for i = 9, #ARGV, 3 do
+  local id, token = ARGV[i], ARGV[i + 1]
+  local t = load(id)
+  local refused = nil
+  if not t then
+    refused = not_found(id)
+  elseif t.owner ~= agent and t.token == token then
+    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
+  else
+    refused = check_owner(t, token)
+  end
+  if refused then
+    local e = cjson.decode(refused)
+    done[#done + 1] = {id = id, error = e.error, message = e.message}
+  else
+    complete(t, ARGV[i + 2], speak)
+    done[#done + 1] = {id = id, updated = tonumber(t.updated)}
+  end
+end
+local claimed = {}
+if tonumber(ARGV[7]) > 0 then
+  reclaim_expired(100)
+  claimed = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
+end
+return cjson.encode({ok = true, done = done, tasks = claimed})
