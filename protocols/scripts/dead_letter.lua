@@ -1,0 +1,19 @@
+-- Move one stream entry to the dead-letter stream and ack it, atomically, so it is never both
+-- pending and dead-lettered, nor neither.
+-- KEYS[1]: source stream; KEYS[2]: dead-letter stream.
+-- ARGV: group, entry id, reason, consumer, dead-letter MAXLEN, now (ms).
+local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+local raw = ''
+if #entry == 1 then
+  local fields = entry[1][2]
+  if #fields == 2 and fields[1] == 'm' then
+    raw = fields[2]
+  else
+    raw = cjson.encode(fields)
+  end
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+  'stream', KEYS[1], 'entry', ARGV[2], 'group', ARGV[1], 'consumer', ARGV[4],
+  'reason', ARGV[3], 'at', ARGV[6], 'raw', raw)
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+return id

@@ -1,0 +1,10 @@
+-- Append a batch of messages in one round trip.
+-- KEYS: the distinct target streams (all in the swarm's hash slot).
+-- ARGV[1]: approximate MAXLEN; then pairs (1-based index into KEYS, message JSON).
+-- Returns the new entry ids, in order.
+local maxlen = ARGV[1]
+local ids = {}
+for i = 2, #ARGV, 2 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[tonumber(ARGV[i])], 'MAXLEN', '~', maxlen, '*', 'm', ARGV[i + 1])
+end
+return ids
