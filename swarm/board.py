@@ -36,6 +36,7 @@ _ERRORS: dict[str, type[SwarmError]] = {
     "illegal": IllegalTransition,
     "not_ready": NotReady,
     "not_leader": NotLeader,
+    "invalid": ConfigError,
 }
 
 

@@ -278,6 +278,9 @@ class Captain:
             except ConnectionLost as exc:
                 log.warning("cannot reach Redis to assign", error=str(exc))
                 wake_at = now_ms() + 500
+            except Exception:  # one bad record must not stop the captain: log it, look again soon
+                log.exception("assignment round failed; retrying")
+                wake_at = now_ms() + 1000
             log.debug("tick", ms=round((time.perf_counter() - started) * 1000, 2), assigned=self.assigned)
 
     async def why(self, task_id: str) -> str:

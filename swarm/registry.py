@@ -27,7 +27,9 @@ GONE_AFTER = 15
 class AgentCard(BaseModel):
     """Who an agent is and what it can do, as it registered."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Cards written by agents in other languages may carry fields of their own ("lang": "node"):
+    # ignore them rather than let one card stop the captain.
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     name: str = Field(pattern=AGENT_PATTERN)
     capabilities: tuple[str, ...] = ()

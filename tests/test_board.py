@@ -543,3 +543,24 @@ async def test_settle_reports_many_each_fenced_and_claims_the_freed_slots(redis:
     assert (await board.get(stolen.id)).owner == "a2"
     nothing, none = await board.settle("a1", [], claim=0)
     assert (nothing, none) == ([], [])
+
+
+async def test_create_checks_a_foreign_spec_before_writing_anything(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+
+    async def raw(spec: dict[str, object]) -> dict[str, object]:
+        reply = await board.scripts["create"](
+            keys=[board.keys.events], args=[board.keys.prefix, "01TESTID", 1000, json.dumps(spec)])
+        return cast(dict[str, object], json.loads(reply))
+
+    assert await raw({"kind": "audit", "title": "x", "priority": "high"}) == {
+        "error": "invalid", "message": "task field priority must be a whole number from 0 to 9"}
+    assert await raw({"kind": "", "title": "x"}) == {
+        "error": "invalid", "message": "task field kind must be a non-empty string"}
+    assert await raw({"kind": "audit", "title": "x", "deps": "t-1"}) == {
+        "error": "invalid", "message": "task field deps must be an array of task ids"}
+    assert await redis.keys("*") == []  # nothing half-written
+    minimal = await raw({"kind": "audit", "title": "from node"})
+    task = Task.from_redis(cast(dict[str, str], minimal["task"]))
+    assert (task.priority, task.max_attempts, task.caps, task.state) == (5, 3, ("audit",), "open")
+    assert [t.id for t in await board.ready()] == [task.id]

@@ -4,6 +4,7 @@ SIGKILLed leader), fenced assignment, matching by capability, capacity and affin
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ from swarm.captain import Captain, Slot, plan
 from swarm.connection import client
 from swarm.errors import NotLeader
 from swarm.keys import FIELD
-from swarm.protocol import Assignment, decode
+from swarm.protocol import Assignment, decode, now_ms
 from swarm.registry import AgentCard, AgentInfo, Registry
 from swarm.settings import Settings
 
@@ -401,3 +402,17 @@ async def test_why_explains_every_case(redis: Redis, settings: Settings) -> None
     # A gone agent does not count as capable.
     await Registry(redis, settings).deregister("d1", "d1-i1")
     assert await captain.why(ready.id) == f"{ready.id} is ready; every capable agent is at capacity (d2 2/2)."
+
+
+async def test_a_foreign_card_with_fields_of_its_own_does_not_stop_the_captain(
+    redis: Redis, settings: Settings
+) -> None:
+    board = Board(redis, settings)
+    captain = Captain(redis, settings)
+    card = {"name": "node-1", "capabilities": ["audit"], "concurrency": 1, "lang": "node", "instance": "n1"}
+    await redis.hset(board.keys.agents, "node-1", json.dumps(card))
+    await redis.zadd(board.keys.agent_seen, {"node-1": now_ms()})
+    task, _ = await board.create(spec())
+    assert await captain.elect() == 1
+    await captain.tick()
+    assert (await board.get(task.id)).owner == "node-1"

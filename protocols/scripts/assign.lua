@@ -311,7 +311,7 @@ hand_out(t, agent, lease_ms, 'assigned')
 local detail = ''
 if previous ~= '' then detail = 'from ' .. previous end
 emit(t, event, detail)
-local body = {task_id = id, token = tonumber(t.token), task_kind = t.kind, title = t.title}
+local body = {task_id = id, token = tonumber(t.token), task_kind = t.kind, title = clip(t.title)}
 if instance ~= '' then body.instance = instance end
 local msg = cjson.encode({v = 1, id = ARGV[10], sender = 'board', to = agent, ts = NOW, priority = 'normal',
   kind = 'assignment', body = body})

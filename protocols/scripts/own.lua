@@ -309,7 +309,10 @@ elseif action == 'done' then
   local owner = t.owner
   complete(t, text, speak)
   local more = tonumber(ARGV[12] or '0') or 0
-  if more > 0 then claimed = claim_ready(owner, ARGV[13], lease_ms, more, speak) end
+  if more > 0 then
+    reclaim_expired(100)  -- also makes due retries ready, as a plain claim does
+    claimed = claim_ready(owner, ARGV[13], lease_ms, more, speak)
+  end
 elseif action == 'fail' then
   t.reason = text
   save(t, 'reason')
@@ -331,8 +334,9 @@ elseif action == 'block' then
   t.owner = ''
   t.token = tostring(tonumber(t.token) + 1)
   t.reason = text
+  t.lease_until = '0'
   set_state(t, 'blocked')
-  save(t, 'owner', 'token', 'reason', 'state')
+  save(t, 'owner', 'token', 'reason', 'state', 'lease_until')
   emit(t, 'blocked', text)
 else
   return err('illegal', 'unknown owner action ' .. action)

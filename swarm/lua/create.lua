@@ -1,7 +1,41 @@
 --!include board_lib
 -- Create a task, idempotently: a second create with the same dedup key returns the first task.
--- ARGV[4]: JSON spec {kind, title, body, priority, key, evidence, deps, caps, files, max_attempts}.
-local spec = cjson.decode(ARGV[4])
+-- ARGV[4]: JSON spec {kind, title, body, priority, key, evidence, deps, caps, files, max_attempts};
+-- kind and title are required, the rest default (priority 5, max_attempts 3, caps = kind).
+local ok_json, spec = pcall(cjson.decode, ARGV[4])
+if not ok_json or type(spec) ~= 'table' then return err('invalid', 'the task spec is not a JSON object') end
+-- Check every field before the first write: a script that fails halfway leaves its writes behind.
+local function text_field(name, required)
+  local v = spec[name]
+  if v == nil then v = '' end
+  if type(v) ~= 'string' or (required and v == '') then
+    return nil, err('invalid', 'task field ' .. name .. ' must be ' .. (required and 'a non-empty string' or 'a string'))
+  end
+  spec[name] = v
+  return v
+end
+for _, f in ipairs({{'kind', true}, {'title', true}, {'body', false}, {'key', false}, {'evidence', false},
+                    {'caps', false}, {'files', false}}) do
+  local _, bad = text_field(f[1], f[2])
+  if bad then return bad end
+end
+local function int_field(name, default, lo, hi)
+  local v = spec[name]
+  if v == nil then v = default end
+  if type(v) ~= 'number' or v ~= math.floor(v) or v < lo or v > hi then
+    return err('invalid', 'task field ' .. name .. ' must be a whole number from ' .. lo .. ' to ' .. hi)
+  end
+  spec[name] = v
+  return nil
+end
+local bad = int_field('priority', 5, 0, 9) or int_field('max_attempts', 3, 1, 100)
+if bad then return bad end
+if spec.caps == '' then spec.caps = spec.kind end
+if spec.deps == nil then spec.deps = {} end
+if type(spec.deps) ~= 'table' then return err('invalid', 'task field deps must be an array of task ids') end
+for _, dep in ipairs(spec.deps) do
+  if type(dep) ~= 'string' then return err('invalid', 'task field deps must be an array of task ids') end
+end
 if spec.key ~= '' then
   local existing = redis.call('HGET', key('dedup'), spec.key)
   if existing then return ok(load(existing), {created = false}) end
