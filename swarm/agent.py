@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from swarm.board import Board, Task
 from swarm.bus import Bus, Consumer, Delivery
-from swarm.errors import ConnectionLost, StaleToken, SwarmError
+from swarm.errors import BackendError, StaleToken, SwarmError
 from swarm.protocol import Assignment, Command, HeartbeatBody, StatusBody, message, new_id
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
@@ -64,6 +64,8 @@ class _Job:
     token: int
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: bool = False
+    reported: bool = False
+    """Its outcome is queued for the settler (or settled): nothing to release on the way out."""
     taken_ms: int = 0
     """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
 
@@ -147,6 +149,7 @@ class Agent:
                         intake.cancel_scope.cancel()
                     await self._drain()
                     workers.cancel_scope.cancel()
+                await self._flush()
                 life.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
@@ -197,7 +200,7 @@ class Agent:
                 return
             try:
                 tasks = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("cannot reach Redis to claim", error=str(exc))
                 return
             self._said(len(tasks))
@@ -222,8 +225,16 @@ class Agent:
     # --- work ------------------------------------------------------------------------------------
     def _spawn(self, task_id: str, token: int, claimed: Task | None, taken_ms: int = 0) -> None:
         """Run a task: `claimed` (already running, from a claim) or an assignment still to start."""
-        if task_id in self.jobs or self._workers is None:
+        if self._workers is None:
             return
+        old = self.jobs.get(task_id)
+        if old is not None:
+            if token <= old.token:
+                return  # a redelivery of what we already run
+            # The task came back to us with a newer token (our lease ran out while we were paused,
+            # and it was handed to us again): the old run is fenced off; the new one takes over.
+            old.lost = True
+            old.scope.cancel()
         job = _Job(task_id, token, taken_ms=taken_ms)
         self.jobs[task_id] = job
         self._workers.start_soon(self._work, job, claimed)
@@ -252,6 +263,16 @@ class Agent:
             log.warning("task lost to another owner", task=job.task_id, reason=str(exc))
         except SwarmError as exc:
             log.warning("task could not be started", task=job.task_id, reason=str(exc))
+        except anyio.get_cancelled_exc_class():
+            # Shutdown past the grace period (running, or still waiting for a slot): give the task
+            # back now rather than leave it to its lease. A reported outcome is settled instead.
+            if not job.lost and not job.reported:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await self.board.release(job.task_id, job.token, f"{self.name} shut down")
+                    except SwarmError as exc:
+                        log.warning("release refused", task=job.task_id, reason=str(exc))
+            raise
         finally:
             self._finished(job)
             structlog.contextvars.unbind_contextvars("task")
@@ -259,28 +280,20 @@ class Agent:
             await self._claim_some()  # straight on to the next task, without waiting for an event
 
     def _finished(self, job: _Job) -> None:
-        if self.jobs.pop(job.task_id, None) is not None:
+        if self.jobs.get(job.task_id) is job:
+            del self.jobs[job.task_id]
             self._changed.set()
             self._changed = anyio.Event()
 
     async def _run_handler(self, job: _Job, task: Task) -> tuple[bool, str] | None:
-        """(ok, text) from the handler; None when its lease was lost (the heartbeat cancelled it).
-        Cancelled by shutdown past the grace period, it releases the task before going."""
-        try:
-            with job.scope:
-                try:
-                    result = await self.handler(task, self.ctx)
-                except Exception as exc:
-                    return False, _describe(exc)
-                return True, _result_text(result)
-            return None
-        except anyio.get_cancelled_exc_class():
-            with anyio.CancelScope(shield=True):
-                try:
-                    await self.board.release(job.task_id, job.token, f"{self.name} shut down")
-                except SwarmError as exc:
-                    log.warning("release refused", task=job.task_id, reason=str(exc))
-            raise
+        """(ok, text) from the handler; None when its lease was lost (the heartbeat cancelled it)."""
+        with job.scope:
+            try:
+                result = await self.handler(task, self.ctx)
+            except Exception as exc:
+                return False, _describe(exc)
+            return True, _result_text(result)
+        return None
 
     async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> bool:
         """Tell the board how the task went (the script says it on the bus too). When claiming, the
@@ -296,6 +309,7 @@ class Agent:
             log.warning("task failed", task=task.id, error=text, state=after.state)
             return False
         report = _Done(job, task, text)
+        job.reported = True
         self._outbox.append(report)
         self._kick.set()
         await report.settled.wait()
@@ -313,8 +327,18 @@ class Agent:
                 batch, self._outbox = self._outbox, []
                 await self._settle(batch)
 
-    async def _settle(self, batch: list[_Done]) -> None:
-        went_on = self.claim and not self._stopping
+    async def _flush(self) -> None:
+        """Report what finished but is not settled yet (the settler may be mid-call), before the
+        settler is cancelled: finished work is never left to a lease to be done again."""
+        with anyio.move_on_after(5.0, shield=True):
+            async with self._claiming:  # wait for a settle call in flight
+                pass
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                await self._settle(batch, claim=False)
+
+    async def _settle(self, batch: list[_Done], *, claim: bool = True) -> None:
+        went_on = claim and self.claim and not self._stopping
         reports = [(d.job.task_id, d.job.token, d.result) for d in batch]
         backoff = 0.1
         async with self._claiming:  # the freed slots are refilled in the same call
@@ -323,7 +347,7 @@ class Agent:
                 try:
                     settled, claimed = await self.board.settle(self.name, reports, claim=max(0, more), caps=self._caps)
                     break
-                except ConnectionLost as exc:  # the handlers' work is done: keep trying to say so
+                except BackendError as exc:  # the handlers' work is done: keep trying to say so
                     log.warning("cannot reach Redis to report; retrying", error=str(exc), backoff=backoff)
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
@@ -355,12 +379,12 @@ class Agent:
                     try:
                         await self.board.heartbeat(job.task_id, job.token)
                     except SwarmError as exc:
-                        if isinstance(exc, ConnectionLost):
+                        if isinstance(exc, BackendError):  # Redis trouble, not a lost lease
                             raise
                         log.warning("lease lost; abandoning task", task=job.task_id, reason=str(exc))
                         job.lost = True
                         job.scope.cancel()
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("cannot reach Redis to heartbeat", error=str(exc))
                 if self.metrics is not None:
                     self.metrics.redis_errors.labels("agent").inc()

@@ -18,7 +18,7 @@ import structlog
 from redis.asyncio import Redis
 
 from swarm.connection import translated
-from swarm.errors import ConnectionLost, DecodeError
+from swarm.errors import BackendError, ConnectionLost, DecodeError
 from swarm.keys import FIELD, Keys
 from swarm.lua import Scripts
 from swarm.protocol import Message, decode, encode, now_ms
@@ -276,7 +276,7 @@ class Consumer:
                 if backoff > 0.1 and self.bus.metrics is not None:  # it had failed: that was a reconnect
                     self.bus.metrics.redis_reconnects.labels("consumer").inc()
                 backoff = 0.1
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff)
                 if self.bus.metrics is not None:
                     self.bus.metrics.redis_errors.labels("consumer").inc()
@@ -288,7 +288,7 @@ class Consumer:
         while True:
             try:
                 return await step()
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

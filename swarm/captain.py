@@ -20,11 +20,11 @@ from redis.asyncio import Redis
 from swarm.board import Board, Task, text
 from swarm.bus import Bus
 from swarm.connection import translated
-from swarm.errors import ConnectionLost, IllegalTransition, NotLeader
+from swarm.errors import BackendError, IllegalTransition, NotLeader
 from swarm.keys import Keys
 from swarm.lua import Scripts
 from swarm.protocol import new_id, now_ms
-from swarm.registry import AgentCard, AgentInfo, Registry
+from swarm.registry import AgentInfo, Registry, parse_card
 from swarm.settings import Settings
 
 if TYPE_CHECKING:
@@ -152,7 +152,7 @@ class Captain:
                      affinity=row.affinity)
                 for row in view.agents
                 if self.registry.liveness(row.seen, now) == "alive"
-                for card in (AgentCard.model_validate_json(row.card),)
+                if (card := parse_card(row.name, row.card)) is not None
             ]
             free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
             if free <= 0 or not view.tasks:
@@ -229,7 +229,7 @@ class Captain:
                     with translated("reading the leader lease"):
                         left_ms = int(await self.redis.pttl(self.keys.leader))
                     wait = min(period, max(left_ms, 0) / 1000 + 0.005)
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("cannot reach Redis for the leader lease", error=str(exc))
                 self.epoch = 0
                 if self.metrics is not None:
@@ -245,7 +245,7 @@ class Captain:
             try:
                 with translated("waiting for board events"):
                     reply = cast(list[Any], await self.redis.xread(streams, block=1000, count=1000))
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("cannot reach Redis for events", error=str(exc))
                 await anyio.sleep(0.5)
                 continue
@@ -275,7 +275,7 @@ class Captain:
             started = time.perf_counter()
             try:
                 wake_at = await self.tick()
-            except ConnectionLost as exc:
+            except BackendError as exc:
                 log.warning("cannot reach Redis to assign", error=str(exc))
                 wake_at = now_ms() + 500
             except Exception:  # one bad record must not stop the captain: log it, look again soon

@@ -11,13 +11,16 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
 from swarm.connection import translated
 from swarm.keys import Keys
 from swarm.protocol import AGENT_PATTERN, now_ms
 from swarm.settings import Settings
+
+log = structlog.get_logger("swarm.registry")
 
 Liveness = Literal["alive", "stale", "gone"]
 STALE_AFTER = 3
@@ -43,7 +46,20 @@ class AgentCard(BaseModel):
 
     def can(self, caps: tuple[str, ...]) -> bool:
         """True when this agent has every capability in `caps` (or the wildcard `*`)."""
-        return "*" in self.capabilities or set(caps) <= set(self.capabilities)
+        # No capabilities declared means "anything", as `swarm agent run` without --can claims anything.
+        return not self.capabilities or "*" in self.capabilities or set(caps) <= set(self.capabilities)
+
+
+def parse_card(name: str, raw: bytes | str) -> AgentCard | None:
+    """A registered card, or None (logged) when it does not validate: one malformed card, say from
+    an agent in another language, must not stop the captain or `swarm agents` for everyone else."""
+    try:
+        return AgentCard.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        log.warning("agent card ignored: it does not validate", agent=name,
+                    field=".".join(str(p) for p in first["loc"]), error=first["msg"])
+        return None
 
 
 class AgentInfo(BaseModel):
@@ -94,7 +110,7 @@ class Registry:
         """The current card of `name`, or None."""
         with translated("reading an agent card"):
             raw = await self.redis.hget(self.keys.agents, name)
-        return None if raw is None else AgentCard.model_validate_json(raw)
+        return None if raw is None else parse_card(name, raw)
 
     async def all(self) -> list[AgentInfo]:
         """Every agent ever registered (until forgotten), by name, with liveness."""
@@ -106,9 +122,9 @@ class Registry:
         last = {name.decode(): int(score) for name, score in seen}
         now = now_ms()
         return [
-            AgentInfo(card=AgentCard.model_validate_json(raw), last_seen=last.get(name_b.decode(), 0),
-                      liveness=self.liveness(last.get(name_b.decode(), 0), now))
+            AgentInfo(card=card, last_seen=last.get(card.name, 0), liveness=self.liveness(last.get(card.name, 0), now))
             for name_b, raw in sorted(cards.items())
+            if (card := parse_card(name_b.decode(), raw)) is not None
         ]
 
     def liveness(self, last_seen: int, now: int) -> Liveness:

@@ -274,3 +274,17 @@ def test_the_repository_roster_is_valid() -> None:
     cards = load_roster(ROOT / "agents")
     assert [c.name for c in cards] == [f"agent-{i}" for i in range(1, 9)]
     assert [c.name for c in cards if c.captain] == ["agent-4"]
+
+
+async def test_command_handler_leaves_other_braces_alone() -> None:
+    handler = CommandHandler("""sh -c 'echo "{id} {\\"x\\": 1}" | cat'""")
+    assert await handler(_task(), object()) == 't-1 {"x": 1}'
+
+
+async def test_command_handler_timeout_kills_the_whole_process_group() -> None:
+    handler = CommandHandler("sh -c 'sleep 31.77 & sleep 31.78 & wait'", timeout_s=0.3)
+    with anyio.fail_after(5), pytest.raises(CommandFailed):
+        await handler(_task(), object())
+    await anyio.sleep(0.1)
+    left = await anyio.run_process(["pgrep", "-f", "sleep 31.7"], check=False)
+    assert left.stdout == b""

@@ -564,3 +564,13 @@ async def test_create_checks_a_foreign_spec_before_writing_anything(redis: Redis
     task = Task.from_redis(cast(dict[str, str], minimal["task"]))
     assert (task.priority, task.max_attempts, task.caps, task.state) == (5, 3, ("audit",), "open")
     assert [t.id for t in await board.ready()] == [task.id]
+
+
+async def test_a_non_numeric_lease_is_refused_before_anything_moves(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    task, _ = await board.create(spec())
+    reply = await board.scripts["claim"](
+        keys=[board.keys.events], args=[board.keys.prefix, "01TESTID", 1000, "a1", "audit", "soon", 1, "0"])
+    assert json.loads(reply) == {"error": "invalid", "message": "lease ms must be a number, got soon"}
+    assert [t.id for t in await board.ready()] == [task.id]
+    assert (await board.get(task.id)).state == "open"

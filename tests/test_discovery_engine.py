@@ -53,6 +53,12 @@ async def test_a_rescan_creates_no_duplicate_and_a_fixed_finding_closes_its_task
     closed = await board.get(shell.id)
     assert (closed.state, closed.reason) == ("cancelled", "obsolete: todo no longer finds this on rescan")
     assert {t.state for t in await board.tasks() if t.id != shell.id} == {"open"}
+    # The finding comes back (a revert): a new task for it, not the cancelled one.
+    shutil.copy(FIXTURES / "todo" / "run.sh", root / "run.sh")
+    fourth = await engine.discover()
+    assert len(fourth.created) == 1
+    assert fourth.created[0] != shell.id
+    assert (await board.get(fourth.created[0])).state == "open"
 
 
 async def test_a_signal_creates_tasks_with_its_evidence(redis: Redis, settings: Settings, tmp_path: Path) -> None:

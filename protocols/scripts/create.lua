@@ -11,6 +11,16 @@ local PREFIX = ARGV[1]
 local EVENT_ID = ARGV[2]
 local MAXLEN = ARGV[3]
 local TERMINAL = {done = true, failed = true, cancelled = true}
+local CLAIM_SCAN = 1000
+
+-- A numeric argument, or nil and an `invalid` reply: scripts check theirs before the first write.
+local function number_arg(i, name)
+  local v = tonumber(ARGV[i])
+  if v == nil then
+    return nil, cjson.encode({error = 'invalid', message = name .. ' must be a number, got ' .. tostring(ARGV[i])})
+  end
+  return v
+end
 
 local function key(name) return PREFIX .. name end
 
@@ -132,13 +142,14 @@ end
 
 -- Give the task to `agent`: new token, lease, attempt counted, owner index updated.
 local function hand_out(t, agent, lease_ms, state)
+  local until_ms = NOW + lease_ms  -- computed before the first write: a bad lease fails with nothing done
   unlink(t)
   t.owner = agent
   t.token = tostring(tonumber(t.token) + 1)
   t.attempts = tostring(tonumber(t.attempts) + 1)
-  t.lease_until = tostring(NOW + lease_ms)
+  t.lease_until = tostring(until_ms)
   set_state(t, state)
-  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  redis.call('ZADD', key('leases'), until_ms, t.id)
   redis.call('SADD', key('owned:' .. agent), t.id)
   save(t, 'owner', 'token', 'attempts', 'lease_until', 'state')
 end
@@ -237,9 +248,13 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
   end
   local claimed = {}
   local offset = 0
-  while #claimed < count do
+  local looked = 0
+  -- Looking is bounded: a long queue of work this agent cannot do must not keep Redis busy; what
+  -- lies further back is found by the captain, or once the head of the queue moves.
+  while #claimed < count and looked < CLAIM_SCAN do
     local ids = redis.call('ZRANGE', key('ready'), offset, offset + 99)
     if #ids == 0 then break end
+    looked = looked + #ids
     local taken = 0
     for _, id in ipairs(ids) do
       local t = load(id)

@@ -40,6 +40,24 @@ class SwarmGroup(TyperGroup):
         except SwarmError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(1)
+        except ValidationError as exc:  # an option value a model refused (a name, a text too long)
+            print(f"error: {_invalid(exc)}", file=sys.stderr)
+            sys.exit(1)
+        except BaseExceptionGroup as group:  # raised inside a task group: the first swarm error says it
+            matched, _ = group.split(SwarmError)
+            if matched is None:
+                raise
+            first: BaseException = matched
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            print(f"error: {first}", file=sys.stderr)
+            sys.exit(1)
+
+
+def _invalid(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or exc.title
+    return f"{where}: {err['msg'].removeprefix('Value error, ')} (got {str(err.get('input'))[:60]!r})"
 
 
 def app(help_text: str) -> typer.Typer:

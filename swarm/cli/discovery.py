@@ -64,7 +64,6 @@ def discover(
             return await engine.discover(dry_run=dry_run, progress=progress)
 
     outcome = run_with_bus(go)
-    created = set(outcome.created)
     if as_json:
         print_json({
             "dry_run": dry_run, "created": outcome.created, "existing": outcome.existing,
@@ -75,10 +74,9 @@ def discover(
         return
     per_kind = Counter(d.kind for d in outcome.drafts)
     table = Table("kind", "task" if not dry_run else "would create", "findings", "title", box=None)
-    ids = iter(outcome.created + outcome.existing) if not dry_run else iter(())
-    for d in outcome.drafts:
-        task_id = next(ids, "-") if not dry_run else "-"
-        mark = "[green]new[/green] " if task_id in created else ""
+    rows = outcome.placed if not dry_run else [(d, "-", False) for d in outcome.drafts]
+    for d, task_id, new in rows:
+        mark = "[green]new[/green] " if new else ""
         table.add_row(d.kind, f"{mark}{task_id}", str(len(d.findings)), safe(d.title))
     out.print(table)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(per_kind.items())) or "nothing"

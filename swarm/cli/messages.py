@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -11,7 +12,8 @@ import typer
 
 from swarm.bus import Bus, Delivery
 from swarm.cli.common import app, out, print_json, run_with_bus, safe
-from swarm.errors import ConfigError
+from swarm.connection import translated
+from swarm.errors import ConfigError, SwarmError
 from swarm.protocol import RECIPIENT_PATTERN, ChatBody, Message, StatusBody, message, new_id
 
 dlq = app("Dead letters: messages that did not decode or kept failing.")
@@ -83,7 +85,10 @@ def tail(
         finally:
             with anyio.CancelScope(shield=True):  # an ephemeral group must not outlive the tail
                 for s in streams:
-                    await bus.redis.xgroup_destroy(s, group)
+                    # Best effort: with Redis gone the group goes with it; the error that ended the
+                    # tail is the one to report, not this.
+                    with contextlib.suppress(SwarmError), translated("removing the tail's group"):
+                        await bus.redis.xgroup_destroy(s, group)
 
     run_with_bus(go)
 

@@ -55,6 +55,8 @@ class Outcome:
     existing: list[str] = field(default_factory=list)
     obsolete: list[str] = field(default_factory=list)
     drafts: list[TaskDraft] = field(default_factory=list)
+    placed: list[tuple[TaskDraft, str, bool]] = field(default_factory=list)
+    """Each draft put on the board, in order, with its task id and whether it was new."""
 
     def merge(self, other: Outcome) -> None:
         """Add another run's results to this one."""
@@ -62,6 +64,7 @@ class Outcome:
         self.existing += other.existing
         self.obsolete += other.obsolete
         self.drafts += other.drafts
+        self.placed += other.placed
 
 
 class Discovery:
@@ -99,7 +102,7 @@ class Discovery:
     # --- scanning --------------------------------------------------------------------------------
     def sources_for(self, capabilities: Sequence[str]) -> list[Source]:
         """The sources whose task kind an agent with `capabilities` could do (all for `*`)."""
-        if "*" in capabilities:
+        if not capabilities or "*" in capabilities:  # no capabilities declared: the agent takes anything
             return list(self.sources)
         return [s for s in self.sources if s.kind in capabilities]
 
@@ -161,12 +164,17 @@ class Discovery:
             ))
             found[d.key] = task.id
             (outcome.created if created else outcome.existing).append(task.id)
+            outcome.placed.append((d, task.id, created))
         for key, task_id in before.items():  # keys the sources no longer report
             if key in found:
                 continue
             try:
                 await self.board.cancel(task_id, f"obsolete: {source.name} no longer finds this on rescan")
                 outcome.obsolete.append(task_id)
+                # Forget the key of a task closed as obsolete: should the finding come back (a branch
+                # switch, a revert), a new task is made for it instead of the cancelled one returned.
+                with translated("forgetting an obsolete task's key"):
+                    await self.redis.hdel(self.keys.dedup, key)
             except IllegalTransition:
                 pass  # finished already: its history stands
         with translated("recording discovered tasks"):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import signal
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from swarm.board import Task
-from swarm.errors import SwarmError
+from swarm.errors import ConfigError, SwarmError
 
 TAIL = 2_000
 
@@ -32,13 +33,12 @@ class CommandHandler:
         self.template = template
         self.argv = shlex.split(template)
         if not self.argv:
-            raise SwarmError("command handler needs a command after 'cmd:', e.g. cmd:./review.sh {id}")
+            raise ConfigError("command handler needs a command after 'cmd:', e.g. cmd:./review.sh {id}")
         self.timeout_s = timeout_s
 
     async def __call__(self, task: Task, ctx: object) -> str:
         """Run the command for `task`; see the module doc for the contract."""
-        fields = {"id": task.id, "kind": task.kind, "title": task.title}
-        argv = [arg.format_map(fields) for arg in self.argv]
+        argv = [_fill(arg, task) for arg in self.argv]
         env = {**os.environ, **getattr(ctx, "env", {}),
                "SWARM_TASK_ID": task.id, "SWARM_TASK_KIND": task.kind, "SWARM_TASK_TITLE": task.title,
                "SWARM_TASK_TOKEN": str(task.token), "SWARM_TASK_BODY": task.body[:16_000]}
@@ -46,17 +46,22 @@ class CommandHandler:
         out: list[bytes] = []
         err: list[bytes] = []
         try:
-            async with await anyio.open_process(argv, env=env) as proc:
-                with anyio.move_on_after(self.timeout_s) as timer:
-                    async with anyio.create_task_group() as tg:
-                        tg.start_soon(_feed, proc.stdin, stdin)
-                        tg.start_soon(_drain, proc.stdout, out)
-                        tg.start_soon(_drain, proc.stderr, err)
-                    code = await proc.wait()
+            # Its own session, so a timeout, a lost lease or shutdown stops the whole process group:
+            # a shell's children or an AI CLI's workers must not go on editing a reassigned task.
+            async with await anyio.open_process(argv, env=env, start_new_session=True) as proc:
+                try:
+                    with anyio.move_on_after(self.timeout_s) as timer:
+                        async with anyio.create_task_group() as tg:
+                            tg.start_soon(_feed, proc.stdin, stdin)
+                            tg.start_soon(_drain, proc.stdout, out)
+                            tg.start_soon(_drain, proc.stderr, err)
+                        code = await proc.wait()
+                finally:
+                    if proc.returncode is None or timer.cancelled_caught:
+                        _kill_group(proc.pid)
+                        with anyio.CancelScope(shield=True):
+                            await proc.wait()
                 if timer.cancelled_caught:
-                    proc.kill()
-                    with anyio.CancelScope(shield=True):
-                        await proc.wait()
                     raise CommandFailed(f"command timed out after {self.timeout_s:g}s: {self.template}")
         except FileNotFoundError as exc:
             raise CommandFailed(f"command not found: {argv[0]} ({exc.strerror})") from None
@@ -64,6 +69,16 @@ class CommandHandler:
             tail = b"".join(err).decode(errors="replace").strip()[-TAIL:] or "(no stderr)"
             raise CommandFailed(f"command exited {code}: {tail}")
         return b"".join(out).decode(errors="replace").strip()[-16_000:]
+
+
+def _fill(arg: str, task: Task) -> str:
+    """`{id}`, `{kind}` and `{title}` replaced; any other brace is the command's own (jq, awk...)."""
+    return arg.replace("{id}", task.id).replace("{kind}", task.kind).replace("{title}", task.title)
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 async def _feed(stream: ByteSendStream | None, data: bytes) -> None:

@@ -4,6 +4,8 @@
 -- ARGV[4]: task id  ARGV[5]: agent  ARGV[6]: agent instance ('' = any)  ARGV[7]: lease ms
 -- ARGV[8]: leader epoch ('' = no leader check)  ARGV[9]: '1' to take it from a current owner
 -- ARGV[10]: id of the assignment message
+local _, bad0 = number_arg(7, 'lease ms')
+if bad0 then return bad0 end
 local id, agent, instance, lease_ms, epoch, force = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9]
 if epoch ~= '' then
   local leader = redis.call('GET', key('captain:leader'))

@@ -4,6 +4,10 @@
 -- Expired leases are reclaimed first, so shell agents keep a board healthy with no captain running.
 -- ARGV[4]: agent  ARGV[5]: comma-separated capabilities ('*' = any)  ARGV[6]: lease ms
 -- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status for each
+local _, bad0 = number_arg(6, 'lease ms')
+if bad0 then return bad0 end
+local _, bad1 = number_arg(7, 'count')
+if bad1 then return bad1 end
 reclaim_expired(100)
 local claimed = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
 if #claimed == 0 then return cjson.encode({ok = true, empty = true}) end

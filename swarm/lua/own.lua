@@ -11,6 +11,8 @@
 -- ARGV[11]: '1' to write the owner's status message (working on / done / failed) on the bus
 -- ARGV[12]: after done, claim up to this many ready tasks for the same owner (a busy agent goes
 --           on to its next task in the same round trip)  ARGV[13]: the owner's capabilities
+local _, bad0 = number_arg(7, 'lease ms')
+if bad0 then return bad0 end
 local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local speak = ARGV[11] == '1'
 local claimed = nil

@@ -6,6 +6,10 @@
 -- ARGV[8]: '1' to write the agent's status messages  ARGV[9..]: triples (task id, token, result)
 -- Reply: {"ok": true, "done": [{"id": ..., "updated": ms} or {"id": ..., "error": code, "message": ...}],
 --         "tasks": [claimed tasks]}
+local _, bad0 = number_arg(6, 'lease ms')
+if bad0 then return bad0 end
+local _, bad1 = number_arg(7, 'count')
+if bad1 then return bad1 end
 local agent, speak = ARGV[4], ARGV[8] == '1'
 local done = {}
 for i = 9, #ARGV, 3 do
