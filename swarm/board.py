@@ -287,10 +287,11 @@ class Board:
         wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
         return list(moved), int(min(wake)) if wake else None
 
-    async def view(self, offset: int = 0, limit: int = 64) -> BoardView:
+    async def view(self, offset: int = 0, limit: int = 64, live_ms: int = 6_000) -> BoardView:
         """The captain's look at the board in one round trip (see swarm/lua/view.lua): expired
-        leases reclaimed first, then up to `limit` ready tasks from `offset`, and every agent."""
-        reply = await self._call("view", offset, limit, 500)
+        leases reclaimed first, every agent, and up to `limit` ready tasks from `offset` (no more than
+        the agents heard from within `live_ms` have free slots for, with some to spare)."""
+        reply = await self._call("view", offset, limit, 500, live_ms)
         wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
         return BoardView(
             tasks=[Task.from_redis(t) for t in reply.get("tasks") or []],

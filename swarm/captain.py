@@ -143,7 +143,7 @@ class Captain:
         offset = 0
         wake_at: int | None = None
         while True:
-            view = await self.board.view(offset, page)
+            view = await self.board.view(offset, page, self.registry.alive_ms)
             if offset == 0:
                 wake_at = view.wake_at
             now = now_ms()

@@ -127,10 +127,19 @@ class Registry:
             if (card := parse_card(name_b.decode(), raw)) is not None
         ]
 
+    @property
+    def period_ms(self) -> float:
+        """How often agents heartbeat: min(heartbeat_s, lease_s / 3) (see Agent._heartbeats)."""
+        return min(self.settings.heartbeat_s, self.settings.lease_s / 3) * 1000
+
+    @property
+    def alive_ms(self) -> int:
+        """An agent heard from within this long is alive."""
+        return int(STALE_AFTER * self.period_ms)
+
     def liveness(self, last_seen: int, now: int) -> Liveness:
         """`alive`, `stale` or `gone` for an agent last heard from at `last_seen` (ms; 0 = left)."""
-        # Agents heartbeat every min(heartbeat_s, lease_s / 3) (see Agent._heartbeats): judge by that.
-        period = min(self.settings.heartbeat_s, self.settings.lease_s / 3) * 1000
+        period = self.period_ms
         age = now - last_seen
         if last_seen == 0 or age > GONE_AFTER * period:
             return "gone"

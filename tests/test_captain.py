@@ -416,3 +416,16 @@ async def test_a_foreign_card_with_fields_of_its_own_does_not_stop_the_captain(
     assert await captain.elect() == 1
     await captain.tick()
     assert (await board.get(task.id)).owner == "node-1"
+
+
+async def test_the_view_reads_only_as_many_ready_tasks_as_free_slots_could_take(
+    redis: Redis, settings: Settings
+) -> None:
+    board = Board(redis, settings)
+    for n in range(100):
+        await board.create(spec(f"job {n}"))
+    assert (await board.view(0, 64, 6_000)).tasks == []  # nobody to give them to
+    await join(redis, settings, "w1", "audit", concurrency=2)
+    view = await board.view(0, 64, 6_000)
+    assert [t.title for t in view.tasks] == [f"job {n}" for n in range(2 * 4 + 16)]
+    assert [(a.name, a.load) for a in view.agents] == [("w1", 0)]
