@@ -271,6 +271,21 @@ class Board:
             "1" if force else "0", new_id(),
         )
 
+    async def assign_many(
+        self, plan: Sequence[tuple[str, str, str]], *, epoch: int | None = None
+    ) -> list[tuple[str, SwarmError | None]]:
+        """`assign` for every `(task id, agent, agent instance)` in one script call: per task, None
+        when it was assigned, or the error that refused it (the others still go through)."""
+        args: list[str | int] = []
+        for task_id, agent, instance in plan:
+            _check_agent(agent)
+            args += (task_id, agent, instance, new_id())
+        reply = await self._call("assign_many", "" if epoch is None else epoch, self.lease_ms, *args)
+        return [
+            (r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else None)
+            for r in reply.get("results") or []
+        ]
+
     async def cancel(self, task_id: str, reason: str = "cancelled") -> Task:
         """Cancel a non-terminal task; its owner's token stops working."""
         return await self._task("manage", "cancel", task_id, reason)

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from swarm.board import Board, Task, text
 from swarm.bus import Bus
 from swarm.connection import translated
-from swarm.errors import BackendError, IllegalTransition, NotLeader
+from swarm.errors import BackendError, NotLeader
 from swarm.keys import Keys
 from swarm.lua import Scripts
 from swarm.protocol import new_id, now_ms
@@ -170,20 +170,24 @@ class Captain:
     async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
         """Assign each planned pair; the number placed, or -1 when this captain was deposed."""
         instances = {s.info.card.name: s.info.card.instance for s in slots}
+        if not pairs:
+            return 0
+        try:  # the whole plan in one script call
+            results = await self.board.assign_many(
+                [(task.id, agent, instances[agent]) for task, agent in pairs], epoch=self.epoch)
+        except NotLeader:
+            self.epoch = 0
+            log.warning("deposed while assigning; standing by", instance=self.instance)
+            return -1
         placed = 0
-        for task, agent in pairs:
-            try:
-                await self.board.assign(task.id, agent, instance=instances[agent], epoch=self.epoch)
-                self.assigned += 1
+        for task_id, error in results:
+            if error is None:
                 placed += 1
-                if self.metrics is not None:
-                    self.metrics.assignments.inc()
-            except NotLeader:
-                self.epoch = 0
-                log.warning("deposed while assigning; standing by", instance=self.instance)
-                return -1
-            except IllegalTransition as exc:  # claimed or cancelled meanwhile: fine, next
-                log.debug("task moved before assignment", task=task.id, reason=str(exc))
+            else:  # claimed or cancelled meanwhile: fine, the next round sees the board as it is
+                log.debug("task moved before assignment", task=task_id, reason=str(error))
+        self.assigned += placed
+        if self.metrics is not None and placed:
+            self.metrics.assignments.inc(placed)
         return placed
 
     async def slots(self, *, affinity: bool = True) -> list[Slot]:

@@ -574,3 +574,21 @@ async def test_a_non_numeric_lease_is_refused_before_anything_moves(redis: Redis
     assert json.loads(reply) == {"error": "invalid", "message": "lease ms must be a number, got soon"}
     assert [t.id for t in await board.ready()] == [task.id]
     assert (await board.get(task.id)).state == "open"
+
+
+async def test_assign_many_places_each_pair_and_reports_the_refused(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    a, _ = await board.create(spec("a"))
+    b, _ = await board.create(spec("b"))
+    taken = await board.claim_next("w9", ["audit"])
+    assert taken is not None
+    assert taken.id == a.id
+    results = await board.assign_many([(a.id, "w1", ""), (b.id, "w2", "w2-i1"), ("t-404", "w1", "")])
+    assert [(task_id, type(error).__name__ if error else None) for task_id, error in results] == [
+        (a.id, "IllegalTransition"), (b.id, None), ("t-404", "TaskNotFound")]
+    assert str(results[0][1]) == f"task {a.id} is running by w9, not open; use reassign to move it"
+    placed = await board.get(b.id)
+    assert (placed.state, placed.owner, placed.token) == ("assigned", "w2", 1)
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w2")))
+    msg = decode(rows[0][1][FIELD.encode()])
+    assert (msg.kind, msg.body.task_id, msg.body.instance) == ("assignment", b.id, "w2-i1")  # type: ignore[union-attr]

@@ -289,6 +289,51 @@ local function complete(t, result, speak)
   if speak then say(owner, 'done', 'done ' .. t.id .. ': ' .. t.title, t.id) end
 end
 
+-- Is `epoch` ('' = no check) still the leader's? An error reply when it is not.
+local function check_leader(epoch)
+  if epoch == '' then return nil end
+  local leader = redis.call('GET', key('captain:leader'))
+  if not leader or string.match(leader, '^[^:]+') ~= epoch then
+    return err('not_leader', 'captain epoch ' .. epoch .. ' no longer holds the leader lease; standing by')
+  end
+  return nil
+end
+
+-- Give task `id` to `agent` (from its current owner with `force`) and write the assignment message
+-- (id `msg_id`) to the agent's inbox in the same step. Returns the task, or nil and an error reply.
+local function assign_one(id, agent, instance, lease_ms, force, msg_id)
+  local t = load(id)
+  if not t then return nil, not_found(id) end
+  local event = 'assigned'
+  if force and (t.state == 'assigned' or t.state == 'running') then
+    if t.owner == agent then
+      return nil, err('illegal', 'task ' .. id .. ' is already ' .. t.state .. ' by ' .. agent)
+    end
+    event = 'reassigned'
+  elseif t.state ~= 'open' then
+    local hint = ''
+    if t.state == 'assigned' or t.state == 'running' then hint = '; use reassign to move it' end
+    return nil, err('illegal', 'task ' .. id .. ' is ' .. t.state .. (t.owner ~= '' and (' by ' .. t.owner) or '') ..
+      ', not open' .. hint)
+  elseif redis.call('ZSCORE', key('ready'), id) == false then
+    if tonumber(t.deps_left) > 0 then
+      return nil, err('not_ready', 'task ' .. id .. ' waits on ' .. t.deps_left .. ' unfinished blocked-by task(s)')
+    end
+    return nil, err('not_ready', 'task ' .. id .. ' is backing off until ' .. t.not_before .. ' (ms) after a failure')
+  end
+  local previous = t.owner
+  hand_out(t, agent, lease_ms, 'assigned')
+  local detail = ''
+  if previous ~= '' then detail = 'from ' .. previous end
+  emit(t, event, detail)
+  local body = {task_id = id, token = tonumber(t.token), task_kind = t.kind, title = clip(t.title)}
+  if instance ~= '' then body.instance = instance end
+  local msg = cjson.encode({v = 1, id = msg_id, sender = 'board', to = agent, ts = NOW, priority = 'normal',
+    kind = 'assignment', body = body})
+  redis.call('XADD', key('inbox:' .. agent), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
+  return t, nil
+end
+
 -- An agent takes the best ready tasks it is capable of: highest priority, then oldest, up to a
 -- count. Atomic, so concurrent claimers never get the same task. Tasks go straight to `running`.
 -- Expired leases are reclaimed first, so shell agents keep a board healthy with no captain running.
