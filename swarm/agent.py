@@ -101,6 +101,7 @@ class Agent:
         self._claiming = anyio.Lock()
         self._stopping = False
         self._outbox: list[_Done] = []
+        self._starts: list[_Start] = []
         self._kick = anyio.Event()
 
     @property
@@ -245,11 +246,7 @@ class Agent:
         went_on = False
         try:
             async with self._slots:
-                if claimed is None:
-                    task = await self.board.start(job.task_id, job.token)
-                    self._said(1)
-                else:
-                    task = claimed
+                task = claimed if claimed is not None else await self._start(job)
                 if self.metrics is not None:
                     self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
                 # The claim or start script already said "working on" for us, in the same step.
@@ -315,17 +312,47 @@ class Agent:
         await report.settled.wait()
         return report.went_on
 
+    async def _start(self, job: _Job) -> Task:
+        """Start an assignment through the settler, batched with the others that arrived meanwhile."""
+        request = _Start(job)
+        self._starts.append(request)
+        self._kick.set()
+        await request.done.wait()
+        if isinstance(request.result, SwarmError):
+            raise request.result
+        assert request.result is not None
+        return request.result
+
+    async def _start_batch(self, batch: list[_Start]) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                results = await self.board.start_many(self.name, [(r.job.task_id, r.job.token) for r in batch])
+                break
+            except BackendError as exc:
+                log.warning("cannot reach Redis to start tasks; retrying", error=str(exc), backoff=backoff)
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        self._said(sum(isinstance(result, Task) for _, result in results))
+        for request, (_, result) in zip(batch, results, strict=True):
+            request.result = result
+            request.done.set()
+
     async def _settler(self) -> None:
-        """Report finished tasks to the board in batches, claiming the slots they free in the same call.
+        """Start assignments and report finished tasks in batches (claiming the slots they free).
 
         Group commit: while one call is in flight, tasks finishing meanwhile queue up and go
         together in the next, so a busy agent pays one round trip for many tasks."""
         while True:
             await self._kick.wait()
             self._kick = anyio.Event()
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
-                await self._settle(batch)
+            while self._outbox or self._starts:
+                if self._starts:
+                    starts, self._starts = self._starts, []
+                    await self._start_batch(starts)
+                if self._outbox:
+                    batch, self._outbox = self._outbox, []
+                    await self._settle(batch)
 
     async def _flush(self) -> None:
         """Report what finished but is not settled yet (the settler may be mid-call), before the
@@ -396,6 +423,15 @@ class Agent:
                                            sender=self.name))
         except SwarmError as exc:
             log.warning("status not sent", error=str(exc))
+
+
+@dataclass
+class _Start:
+    """An assignment waiting for the settler to start it."""
+
+    job: _Job
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Task | SwarmError | None = None
 
 
 @dataclass

@@ -328,6 +328,19 @@ class Board:
         reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak)
         return [] if reply.get("empty") else [Task.from_redis(t) for t in reply["tasks"]]
 
+    async def start_many(self, agent: str, started: Sequence[tuple[str, int]]) -> list[tuple[str, Task | SwarmError]]:
+        """`start` for every `(task id, token)` of `agent` in one script call: per task, the running
+        task or the error that refused it (the others still go through)."""
+        _check_agent(agent)
+        flat: list[str | int] = []
+        for task_id, token in started:
+            flat += (task_id, str(token))
+        reply = await self._call("start_many", agent, self.lease_ms, self._speak, *flat)
+        return [
+            (r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else Task.from_redis(r["task"]))
+            for r in reply.get("results") or []
+        ]
+
     async def settle(
         self, agent: str, done: Sequence[tuple[str, int, str]], *, claim: int = 0, caps: Sequence[str] = ()
     ) -> tuple[list[Settled], list[Task]]:

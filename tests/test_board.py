@@ -592,3 +592,16 @@ async def test_assign_many_places_each_pair_and_reports_the_refused(redis: Redis
     rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w2")))
     msg = decode(rows[0][1][FIELD.encode()])
     assert (msg.kind, msg.body.task_id, msg.body.instance) == ("assignment", b.id, "w2-i1")  # type: ignore[union-attr]
+
+
+async def test_start_many_starts_each_fenced_by_its_token(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    a, _ = await board.create(spec("a"))
+    b, _ = await board.create(spec("b"))
+    ta = await board.assign(a.id, "w1")
+    tb = await board.assign(b.id, "w1")
+    results = await board.start_many("w1", [(a.id, ta.token), (b.id, tb.token + 5)])
+    assert isinstance(results[0][1], Task)
+    assert results[0][1].state == "running"
+    assert isinstance(results[1][1], StaleToken)
+    assert (await board.get(b.id)).state == "assigned"

@@ -334,6 +334,19 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
   return t, nil
 end
 
+-- assigned -> running, the lease renewed, the owner's "working on" said when `speak`. An error
+-- reply when the task is not assigned (the token was checked by the caller).
+local function start_one(t, lease_ms, speak)
+  if t.state ~= 'assigned' then return err('illegal', 'task ' .. t.id .. ' is already running') end
+  set_state(t, 'running')
+  t.lease_until = tostring(NOW + lease_ms)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  save(t, 'state', 'lease_until')
+  emit(t, 'started', '')
+  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+  return nil
+end
+
 -- An agent takes the best ready tasks it is capable of: highest priority, then oldest, up to a
 -- count. Atomic, so concurrent claimers never get the same task. Tasks go straight to `running`.
 -- Expired leases are reclaimed first, so shell agents keep a board healthy with no captain running.

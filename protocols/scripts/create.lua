@@ -334,6 +334,19 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
   return t, nil
 end
 
+-- assigned -> running, the lease renewed, the owner's "working on" said when `speak`. An error
+-- reply when the task is not assigned (the token was checked by the caller).
+local function start_one(t, lease_ms, speak)
+  if t.state ~= 'assigned' then return err('illegal', 'task ' .. t.id .. ' is already running') end
+  set_state(t, 'running')
+  t.lease_until = tostring(NOW + lease_ms)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  save(t, 'state', 'lease_until')
+  emit(t, 'started', '')
+  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+  return nil
+end
+
 -- Create a task, idempotently: a second create with the same dedup key returns the first task.
 -- ARGV[4]: JSON spec {kind, title, body, priority, key, evidence, deps, caps, files, max_attempts};
 -- kind and title are required, the rest default (priority 5, max_attempts 3, caps = kind).

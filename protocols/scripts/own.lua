@@ -334,6 +334,19 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
   return t, nil
 end
 
+-- assigned -> running, the lease renewed, the owner's "working on" said when `speak`. An error
+-- reply when the task is not assigned (the token was checked by the caller).
+local function start_one(t, lease_ms, speak)
+  if t.state ~= 'assigned' then return err('illegal', 'task ' .. t.id .. ' is already running') end
+  set_state(t, 'running')
+  t.lease_until = tostring(NOW + lease_ms)
+  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  save(t, 'state', 'lease_until')
+  emit(t, 'started', '')
+  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+  return nil
+end
+
 -- What an owner does with its task, fenced by its token:
 --   start      assigned -> running
 --   heartbeat  extend the lease (no event: not a transition)
@@ -356,13 +369,8 @@ if not t then return not_found(id) end
 local refused = check_owner(t, token)
 if refused then return refused end
 if action == 'start' then
-  if t.state ~= 'assigned' then return err('illegal', 'task ' .. id .. ' is already running') end
-  set_state(t, 'running')
-  t.lease_until = tostring(NOW + lease_ms)
-  redis.call('ZADD', key('leases'), NOW + lease_ms, id)
-  save(t, 'state', 'lease_until')
-  emit(t, 'started', '')
-  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+  local failed = start_one(t, lease_ms, speak)
+  if failed then return failed end
 elseif action == 'heartbeat' then
   t.lease_until = tostring(NOW + lease_ms)
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)

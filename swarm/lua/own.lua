@@ -21,13 +21,8 @@ if not t then return not_found(id) end
 local refused = check_owner(t, token)
 if refused then return refused end
 if action == 'start' then
-  if t.state ~= 'assigned' then return err('illegal', 'task ' .. id .. ' is already running') end
-  set_state(t, 'running')
-  t.lease_until = tostring(NOW + lease_ms)
-  redis.call('ZADD', key('leases'), NOW + lease_ms, id)
-  save(t, 'state', 'lease_until')
-  emit(t, 'started', '')
-  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
+  local failed = start_one(t, lease_ms, speak)
+  if failed then return failed end
 elseif action == 'heartbeat' then
   t.lease_until = tostring(NOW + lease_ms)
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)
