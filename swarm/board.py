@@ -231,10 +231,10 @@ class Board:
                 values = await pipe.execute()
         return dict(zip(STATES, (int(v) for v in values), strict=True))
 
-    async def ready(self, limit: int = 1000, offset: int = 0) -> list[Task]:
+    async def ready(self, limit: int = 1000) -> list[Task]:
         """Ready tasks in claim order: open, dependencies done, not backing off."""
         with translated("reading the ready queue"):
-            ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, offset, offset + limit - 1))
+            ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, 0, limit - 1))
         return await self._many(ids)
 
     async def history(self, task_id: str) -> list[TaskEvent]:
@@ -363,45 +363,36 @@ class Board:
     def _speak(self) -> str:
         return "1" if self.speak else "0"
 
-    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True,
-                   claim: int = 0, caps: Sequence[str] = ()) -> dict[str, Any]:
-        return await self._call(
+    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True) -> Task:
+        reply = await self._call(
             "own", action, task_id, str(token), self.lease_ms, text,
-            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0", self._speak, claim,
-            ",".join(caps) or "*",
+            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0", self._speak,
         )
+        return Task.from_redis(reply["task"])
 
     async def start(self, task_id: str, token: int) -> Task:
         """assigned -> running."""
-        return Task.from_redis((await self._own("start", task_id, token))["task"])
+        return await self._own("start", task_id, token)
 
     async def heartbeat(self, task_id: str, token: int) -> Task:
         """Extend the lease by `lease_s`."""
-        return Task.from_redis((await self._own("heartbeat", task_id, token))["task"])
+        return await self._own("heartbeat", task_id, token)
 
     async def complete(self, task_id: str, token: int, result: str = "") -> Task:
-        """-> done with `result`."""
-        return (await self.complete_and_claim(task_id, token, result))[0]
-
-    async def complete_and_claim(
-        self, task_id: str, token: int, result: str = "", *, claim: int = 0, caps: Sequence[str] = ()
-    ) -> tuple[Task, list[Task]]:
-        """-> done with `result`, then claim up to `claim` ready tasks `caps` can do for the same
-        owner, all in one script call: a busy agent goes on without another round trip."""
-        reply = await self._own("done", task_id, token, result, claim=claim, caps=caps)
-        return Task.from_redis(reply["task"]), [Task.from_redis(t) for t in reply.get("claimed") or []]
+        """-> done with `result` (`settle` reports many and claims the next in the same call)."""
+        return await self._own("done", task_id, token, result)
 
     async def fail(self, task_id: str, token: int, reason: str, *, retry: bool = True) -> Task:
         """-> open after a backoff while attempts remain (and `retry`), else failed with `reason`."""
-        return Task.from_redis((await self._own("fail", task_id, token, reason, retry))["task"])
+        return await self._own("fail", task_id, token, reason, retry)
 
     async def release(self, task_id: str, token: int, note: str = "released") -> Task:
         """Give the task back (graceful shutdown): open again now, the attempt not counted."""
-        return Task.from_redis((await self._own("release", task_id, token, note))["task"])
+        return await self._own("release", task_id, token, note)
 
     async def block(self, task_id: str, token: int, reason: str) -> Task:
         """-> blocked with a reason; `unblock` reopens it."""
-        return Task.from_redis((await self._own("block", task_id, token, reason))["task"])
+        return await self._own("block", task_id, token, reason)
 
 
 def _check_agent(agent: str) -> None:

@@ -190,20 +190,17 @@ class Captain:
             self.metrics.assignments.inc(placed)
         return placed
 
-    async def slots(self, *, affinity: bool = True) -> list[Slot]:
-        """Live agents with their current load and (when asked: it can be large) their affinity."""
+    async def slots(self) -> list[Slot]:
+        """Live agents with their current load and affinity (for `why`; a round uses `Board.view`)."""
         agents = [a for a in await self.registry.all() if a.liveness == "alive"]
         with translated("reading agent loads"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for a in agents:
                     pipe.scard(self.keys.owned(a.card.name))
-                    if affinity:
-                        pipe.smembers(self.keys.affinity(a.card.name))
+                    pipe.smembers(self.keys.affinity(a.card.name))
                 rows = await pipe.execute()
-        step = 2 if affinity else 1
         return [
-            Slot(info=a, load=int(rows[step * i]),
-                 affinity=frozenset(text(f) for f in rows[step * i + 1]) if affinity else frozenset())
+            Slot(info=a, load=int(rows[2 * i]), affinity=frozenset(text(f) for f in rows[2 * i + 1]))
             for i, a in enumerate(agents)
         ]
 

@@ -495,7 +495,8 @@ async def test_claim_takes_many_in_one_call_and_done_claims_the_next(redis: Redi
     first = await board.claim("a1", ["audit"], 4)
     assert [t.title for t in first] == ["job 0", "job 3", "job 1", "job 4"]  # priority, then age
     assert {t.state for t in first} == {"running"}
-    done, nxt = await board.complete_and_claim(first[0].id, first[0].token, "ok", claim=3, caps=["audit"])
+    reports, nxt = await board.settle("a1", [(first[0].id, first[0].token, "ok")], claim=3, caps=["audit"])
+    done = await board.get(reports[0].id)
     assert (done.state, [t.title for t in nxt]) == ("done", ["job 2", "job 5"])  # only two were left
     assert await board.claim("a1", ["audit"], 5) == []
     assert sorted(await board.owned("a1")) == sorted(set(ids) - {done.id})

@@ -357,13 +357,11 @@ end
 -- ARGV[4]: action  ARGV[5]: task id  ARGV[6]: token  ARGV[7]: lease ms  ARGV[8]: result or reason
 -- ARGV[9]: retry backoff base ms  ARGV[10]: '0' to fail without retry
 -- ARGV[11]: '1' to write the owner's status message (working on / done / failed) on the bus
--- ARGV[12]: after done, claim up to this many ready tasks for the same owner (a busy agent goes
---           on to its next task in the same round trip)  ARGV[13]: the owner's capabilities
+-- (A busy agent reports done and claims its next tasks in one call with settle.lua instead.)
 local _, bad0 = number_arg(7, 'lease ms')
 if bad0 then return bad0 end
 local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local speak = ARGV[11] == '1'
-local claimed = nil
 local t = load(id)
 if not t then return not_found(id) end
 local refused = check_owner(t, token)
@@ -376,13 +374,7 @@ elseif action == 'heartbeat' then
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)
   save(t, 'lease_until')
 elseif action == 'done' then
-  local owner = t.owner
   complete(t, text, speak)
-  local more = tonumber(ARGV[12] or '0') or 0
-  if more > 0 then
-    reclaim_expired(100)  -- also makes due retries ready, as a plain claim does
-    claimed = claim_ready(owner, ARGV[13], lease_ms, more, speak)
-  end
 elseif action == 'fail' then
   t.reason = text
   save(t, 'reason')
@@ -411,5 +403,4 @@ elseif action == 'block' then
 else
   return err('illegal', 'unknown owner action ' .. action)
 end
-if claimed and #claimed > 0 then return ok(t, {claimed = claimed}) end
 return ok(t)
