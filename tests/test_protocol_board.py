@@ -103,10 +103,10 @@ class Foreign:
         parsed: dict[str, Any] = json.loads(reply)
         return parsed
 
-    async def own(self, action: str, task_id: str, token: str, text: str = "", *, claim: int = 0,
-                  caps: str = "", lease_ms: str = LEASE_MS) -> dict[str, Any]:
+    async def own(self, action: str, task_id: str, token: str, text: str = "", *,
+                  lease_ms: str = LEASE_MS) -> dict[str, Any]:
         """`own.lua` with every argument it lists: retry allowed, status messages on."""
-        return await self.board("own", action, task_id, token, lease_ms, text, BACKOFF_MS, "1", "1", str(claim), caps)
+        return await self.board("own", action, task_id, token, lease_ms, text, BACKOFF_MS, "1", "1")
 
     async def create(self, title: str, *, kind: str = "audit", priority: int = 5, dedup: str = "",
                      deps: tuple[str, ...] = (), caps: str | None = None, files: str = "",
@@ -292,9 +292,11 @@ async def test_a_foreign_agent_takes_an_assignment_from_the_reference_captain(
     started = await client.own("start", "t-1", token)
     assert (started["task"]["state"], started["task"]["token"]) == ("running", "1")
     refused(await client.own("start", "t-1", token), "illegal", "task t-1 is already running")
-    finished = await client.own("done", "t-1", token, "documented", claim=1, caps="docs")
-    assert finished["task"]["state"] == "done"
-    [nxt] = finished["claimed"]
+    # done and the next task in one call: settle (7.7)
+    finished = await client.board("settle", AGENT, "docs", LEASE_MS, "1", "1", "t-1", token, "documented")
+    assert [d["id"] for d in finished["done"]] == ["t-1"]
+    assert await client.redis.hget(key("task:<id>", id="t-1"), "state") == "done"
+    [nxt] = finished["tasks"]
     assert (nxt["id"], nxt["state"], nxt["owner"], nxt["token"]) == ("t-2", "running", AGENT, "1")
     assert [m["body"]["text"] for m in await client.lines("bus")] == [
         "working on t-1: Document swarm.board", "done t-1: Document swarm.board",
