@@ -9,6 +9,7 @@ the lease expires and the captain gives the task to someone else.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +69,7 @@ class _Job:
     """Its outcome is queued for the settler (or settled): nothing to release on the way out."""
     taken_ms: int = 0
     """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
+    log_context: dict[str, Any] = field(default_factory=dict)
 
 
 class Agent:
@@ -94,9 +96,11 @@ class Agent:
         self.jobs: dict[str, _Job] = {}
         self.completed = 0
         self.failed = 0
-        self._slots = anyio.Semaphore(card.concurrency)
         self._changed = anyio.Event()
         self._workers: TaskGroup | None = None
+        # Jobs wait here for one of the K worker tasks (a pool: no task is spawned per job).
+        self._send_job, self._next_job = anyio.create_memory_object_stream[tuple[_Job, Task | None]](math.inf)
+        self._hungry = anyio.Event()
         self._replaced = anyio.Event()
         self._claiming = anyio.Lock()
         self._stopping = False
@@ -136,6 +140,8 @@ class Agent:
                 life.start_soon(self._settler)
                 async with anyio.create_task_group() as workers:
                     self._workers = workers
+                    for _ in range(self.card.concurrency):
+                        workers.start_soon(self._worker)
                     async with anyio.create_task_group() as intake:
                         intake.start_soon(inbox.run, self._on_message)
                         if self.claim:
@@ -150,9 +156,12 @@ class Agent:
                         intake.cancel_scope.cancel()
                     await self._drain()
                     workers.cancel_scope.cancel()
+                await self._release_queued()
                 await self._flush()
                 life.cancel_scope.cancel()
         finally:
+            self._send_job.close()
+            self._next_job.close()
             with anyio.CancelScope(shield=True):
                 await self.registry.deregister(self.name, self.instance)
                 await self._say("offline", "done")
@@ -178,35 +187,42 @@ class Agent:
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
     async def _claimer(self) -> None:
-        """Claim ready work while there is spare capacity; wake on board events, not a timer."""
+        """Claim when there is room and maybe work: at start, and after any claim came back short,
+        by waiting for board events after the moment it did (not on a timer, and not while busy:
+        a busy agent's completions claim its next tasks)."""
         events = self.bus.keys.events
-        last = await self.bus.last_id(events)
         while True:
-            await self._claim_some()
+            tip = await self._claim_some()
+            if tip is None:  # got all it asked for, or had no room: wait until a claim comes back short
+                await self._hungry.wait()
+                self._hungry = anyio.Event()
+                continue
             try:
-                reply: Any = await self.bus.redis.xread({events: last}, block=1000, count=100)
+                if tip:
+                    await self.bus.redis.xread({events: tip}, block=1000, count=1)
+                else:
+                    await anyio.sleep(0.5)  # Redis trouble: try again shortly
             except Exception as exc:  # connection trouble: the next loop turn retries
                 log.warning("cannot read board events", error=str(exc))
                 await anyio.sleep(0.5)
-                continue
-            for _, entries in reply or []:
-                last = entries[-1][0]
 
-    async def _claim_some(self) -> None:
-        """Claim ready tasks up to spare capacity. Runs on board events and whenever a job ends (so
-        a busy agent goes straight on to the next task); the lock keeps two runs from overfilling."""
+    async def _claim_some(self) -> str | None:
+        """Claim ready tasks up to spare capacity; the lock keeps two runs from overfilling. Returns
+        the board's event id to watch when it took fewer than it asked for ('' when Redis could
+        not be reached), else None."""
         async with self._claiming:
             free = self.card.concurrency - len(self.jobs)
             if self._stopping or free <= 0:
-                return
+                return None
             try:
                 tasks = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
             except BackendError as exc:
                 log.warning("cannot reach Redis to claim", error=str(exc))
-                return
+                return ""
             self._said(len(tasks))
             for task in tasks:
                 self._spawn(task.id, task.token, task, task.updated)
+            return self.board.short_at
 
     def _said(self, count: int) -> None:
         """Count the status messages a board script wrote on this agent's behalf as published by it."""
@@ -236,43 +252,68 @@ class Agent:
             # and it was handed to us again): the old run is fenced off; the new one takes over.
             old.lost = True
             old.scope.cancel()
-        job = _Job(task_id, token, taken_ms=taken_ms)
+        # Lines logged while it runs name the task and carry what the spawner's lines carried
+        # (the assignment's message id when it came from the inbox).
+        job = _Job(task_id, token, taken_ms=taken_ms, log_context=structlog.contextvars.get_contextvars())
         self.jobs[task_id] = job
-        self._workers.start_soon(self._work, job, claimed)
+        self._send_job.send_nowait((job, claimed))
+
+    async def _worker(self) -> None:
+        """One of the K workers: runs queued jobs one after another."""
+        async for job, claimed in self._next_job:
+            if job.lost:  # it came back with a newer token before it started: that one runs instead
+                self._finished(job)
+                continue
+            with structlog.contextvars.bound_contextvars(**{**job.log_context, "task": job.task_id}):
+                await self._work(job, claimed)
+
+    async def _release_queued(self) -> None:
+        """At shutdown: give back the jobs no worker got to."""
+        while True:
+            try:
+                job, _ = self._next_job.receive_nowait()
+            except anyio.WouldBlock:
+                return
+            if not job.lost:
+                await self._give_back(job)
+            self._finished(job)
+
+    async def _give_back(self, job: _Job) -> None:
+        """Release the job's task at shutdown (shielded): the next owner need not wait for the lease."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.board.release(job.task_id, job.token, f"{self.name} shut down")
+            except SwarmError as exc:
+                log.warning("release refused", task=job.task_id, reason=str(exc))
 
     async def _work(self, job: _Job, claimed: Task | None) -> None:
-        # Every line logged from this job's task (its own context) names the task.
-        structlog.contextvars.bind_contextvars(task=job.task_id)
         went_on = False
         try:
-            async with self._slots:
-                task = claimed if claimed is not None else await self._start(job)
+            task = claimed if claimed is not None else await self._start(job)
+            if self.metrics is not None:
+                self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
+            # The claim or start script already said "working on" for us, in the same step.
+            outcome = await self._run_handler(job, task)
+            if outcome is None:
                 if self.metrics is not None:
-                    self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
-                # The claim or start script already said "working on" for us, in the same step.
-                outcome = await self._run_handler(job, task)
-                went_on = False
-                if outcome is not None:
-                    went_on = await self._report(job, task, outcome)
-                elif self.metrics is not None:
                     self.metrics.on_task_finished(task.kind, "lost", task.created, 0, 0)
+            elif outcome[0]:
+                went_on = self._report(job, task, outcome[1])
+            else:
+                await self._report_failure(job, task, outcome[1])
         except StaleToken as exc:
             log.warning("task lost to another owner", task=job.task_id, reason=str(exc))
         except SwarmError as exc:
             log.warning("task could not be started", task=job.task_id, reason=str(exc))
         except anyio.get_cancelled_exc_class():
-            # Shutdown past the grace period (running, or still waiting for a slot): give the task
-            # back now rather than leave it to its lease. A reported outcome is settled instead.
+            # Shutdown past the grace period: give the task back now rather than leave it to its
+            # lease. A reported outcome is settled instead.
             if not job.lost and not job.reported:
-                with anyio.CancelScope(shield=True):
-                    try:
-                        await self.board.release(job.task_id, job.token, f"{self.name} shut down")
-                    except SwarmError as exc:
-                        log.warning("release refused", task=job.task_id, reason=str(exc))
+                await self._give_back(job)
             raise
         finally:
-            self._finished(job)
-            structlog.contextvars.unbind_contextvars("task")
+            if not job.reported:  # a reported job stays counted until the settler has settled it
+                self._finished(job)
         if self.claim and not self._stopping and not went_on:
             await self._claim_some()  # straight on to the next task, without waiting for an event
 
@@ -292,25 +333,22 @@ class Agent:
             return True, _result_text(result)
         return None
 
-    async def _report(self, job: _Job, task: Task, outcome: tuple[bool, str]) -> bool:
-        """Tell the board how the task went (the script says it on the bus too). When claiming, the
-        completion also claims the next tasks for the freed slot; True when it did that."""
-        ok, text = outcome
-        if not ok:
-            after = await self.board.fail(job.task_id, job.token, text)
-            self._said(1)
-            self.failed += 1
-            if self.metrics is not None:
-                self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
-            self._finished(job)
-            log.warning("task failed", task=task.id, error=text, state=after.state)
-            return False
-        report = _Done(job, task, text)
+    def _report(self, job: _Job, task: Task, result: str) -> bool:
+        """Queue the task's completion for the settler, which reports it with the others that finish
+        meanwhile (the script says it on the bus too) and claims the freed slots in the same call;
+        the worker goes straight on to its next job. True: the freed slot is the settler's to refill."""
         job.reported = True
-        self._outbox.append(report)
+        self._outbox.append(_Done(job, task, result))
         self._kick.set()
-        await report.settled.wait()
-        return report.went_on
+        return True
+
+    async def _report_failure(self, job: _Job, task: Task, reason: str) -> None:
+        after = await self.board.fail(job.task_id, job.token, reason)
+        self._said(1)
+        self.failed += 1
+        if self.metrics is not None:
+            self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
+        log.warning("task failed", task=task.id, error=reason, state=after.state)
 
     async def _start(self, job: _Job) -> Task:
         """Start an assignment through the settler, batched with the others that arrived meanwhile."""
@@ -379,6 +417,8 @@ class Agent:
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
             self._said(sum(r.error is None for r in settled) + len(claimed))
+            if went_on and self.board.short_at is not None:
+                self._hungry.set()  # the queue ran dry: the claimer watches for new work
             for report, result in zip(batch, settled, strict=True):
                 if result.error is None:
                     self.completed += 1
@@ -389,8 +429,6 @@ class Agent:
                 else:
                     log.warning("completion refused", task=result.id, reason=str(result.error))
                 self._finished(report.job)
-                report.went_on = went_on
-                report.settled.set()
             for nxt in claimed:
                 self._spawn(nxt.id, nxt.token, nxt, nxt.updated)
 
@@ -403,11 +441,15 @@ class Agent:
                     log.error("another instance registered with this name; stopping", agent=self.name)
                     self._replaced.set()
                 for job in list(self.jobs.values()):
+                    if job.reported:  # finished: the settler reports it; its lease no longer matters
+                        continue
                     try:
                         await self.board.heartbeat(job.task_id, job.token)
                     except SwarmError as exc:
                         if isinstance(exc, BackendError):  # Redis trouble, not a lost lease
                             raise
+                        if job.reported:  # it finished while we were asking
+                            continue
                         log.warning("lease lost; abandoning task", task=job.task_id, reason=str(exc))
                         job.lost = True
                         job.scope.cancel()
@@ -441,8 +483,6 @@ class _Done:
     job: _Job
     task: Task
     result: str
-    settled: anyio.Event = field(default_factory=anyio.Event)
-    went_on: bool = False
 
 
 async def _set_on(event: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -166,6 +166,9 @@ class Board:
         self.speak = speak
         """Owner transitions also write the owner's status message on the bus ("working on t-3: ...",
         "done t-3: ...", "failed t-3: ..."), in the same script call."""
+        self.short_at: str | None = None
+        """After a `claim` or `settle` that took fewer tasks than asked: the board-event stream's newest
+        id at that moment (wait for events after it to learn of new work); None after one that did not."""
 
     @property
     def lease_ms(self) -> int:
@@ -326,6 +329,7 @@ class Board:
         """Take up to `count` of the best ready tasks `agent` is capable of, in one atomic step."""
         _check_agent(agent)
         reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak)
+        self.short_at = reply.get("tip")
         return [] if reply.get("empty") else [Task.from_redis(t) for t in reply["tasks"]]
 
     async def start_many(self, agent: str, started: Sequence[tuple[str, int]]) -> list[tuple[str, Task | SwarmError]]:
@@ -352,6 +356,7 @@ class Board:
         for task_id, token, result in done:
             flat += (task_id, str(token), result)
         reply = await self._call("settle", agent, ",".join(caps) or "*", self.lease_ms, claim, self._speak, *flat)
+        self.short_at = reply.get("tip")
         settled = [
             Settled(d["id"], int(d.get("updated") or 0),
                     _ERRORS.get(d["error"], SwarmError)(d["message"]) if "error" in d else None)

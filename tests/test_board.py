@@ -528,6 +528,27 @@ async def test_owner_transitions_say_the_owners_status_on_the_bus(redis: Redis, 
     assert c.id not in str(said)
 
 
+async def test_a_batch_is_one_status_and_leaves_every_index_exact(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    ids = [(await board.create(spec(f"job {n}")))[0].id for n in range(5)]
+    three = await board.claim("a1", ["audit"], 3)
+    leases = await redis.zrange(board.keys.leases, 0, -1)
+    assert (await board.counts())["running"] == 3
+    assert sorted(map(bytes.decode, leases)) == sorted(ids[:3])
+    await board.settle("a1", [(t.id, t.token, "") for t in three], claim=5, caps=["audit"])
+    counts = await board.counts()
+    assert (counts["done"], counts["running"]) == (3, 2)
+    assert await redis.zrange(board.keys.ready, 0, -1) == []
+    assert sorted(await board.owned("a1")) == sorted(ids[3:])
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.bus))
+    said = [(m.body.state, m.body.text, m.body.task_id) for m in (decode(f[FIELD.encode()]) for _, f in rows)]  # type: ignore[union-attr]
+    assert said == [
+        ("working", f"working on 3 tasks: {ids[0]}, {ids[1]}, {ids[2]}", ids[0]),
+        ("done", f"done 3 tasks: {ids[0]}, {ids[1]}, {ids[2]}", ids[0]),
+        ("working", f"working on 2 tasks: {ids[3]}, {ids[4]}", ids[3]),
+    ]
+
+
 async def test_settle_reports_many_each_fenced_and_claims_the_freed_slots(redis: Redis, settings: Settings) -> None:
     board = Board(redis, settings)
     for n in range(5):

@@ -24,6 +24,51 @@ end
 
 local function key(name) return PREFIX .. name end
 
+-- Index writes (ZADD/ZREM/SADD/SREM on the ready, delayed, leases, state, owned and affinity sets)
+-- made inside a batch are deferred and sent as one command per key and operation: N transitions
+-- cost a handful of calls, not ~8 N. Consecutive writes of one kind to a key coalesce; a write of
+-- another kind to the same key sends the pending ones first, so each key sees its writes in order.
+-- Nothing inside a batch may read an index it writes (claim_ready pages past its own claims).
+local BATCH = nil  -- key -> {op = ..., args = {...}} while a batch is open
+local BATCH_KEYS = {}
+local UNPACK_STEP = 4000  -- even, so ZADD score/member pairs stay together; below Lua's unpack limit
+
+local function send(op, k, args)
+  for i = 1, #args, UNPACK_STEP do redis.call(op, k, unpack(args, i, math.min(#args, i + UNPACK_STEP - 1))) end
+end
+
+local function index(op, k, ...)
+  if not BATCH then return redis.call(op, k, ...) end
+  local run = BATCH[k]
+  if run and run.op ~= op then
+    send(run.op, k, run.args)
+    run = nil
+  end
+  if not run then
+    run = {op = op, args = {}}
+    BATCH[k] = run
+    BATCH_KEYS[#BATCH_KEYS + 1] = k
+  end
+  local args = run.args
+  for i = 1, select('#', ...) do args[#args + 1] = select(i, ...) end
+end
+
+local function batch_begin()
+  BATCH, BATCH_KEYS = {}, {}
+end
+
+local function batch_end()
+  local pending, keys = BATCH, BATCH_KEYS
+  BATCH, BATCH_KEYS = nil, {}
+  for _, k in ipairs(keys) do
+    local run = pending[k]
+    if run then
+      pending[k] = nil
+      send(run.op, k, run.args)
+    end
+  end
+end
+
 local function clock_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -35,6 +80,16 @@ local function load(id)
   if #raw == 0 then return nil end
   local t = {}
   for i = 1, #raw, 2 do t[raw[i]] = raw[i + 1] end
+  return t
+end
+
+-- What an owner's report needs of a task (HMGET: a fraction of HGETALL's cost on a full hash).
+local REPORT_FIELDS = {'id', 'state', 'owner', 'token', 'created', 'title', 'files'}
+local function load_for_report(id)
+  local raw = redis.call('HMGET', key('task:' .. id), unpack(REPORT_FIELDS))
+  if not raw[1] then return nil end
+  local t = {}
+  for i, f in ipairs(REPORT_FIELDS) do t[f] = raw[i] or '' end
   return t
 end
 
@@ -73,8 +128,8 @@ local function score(t)
 end
 
 local function set_state(t, new)
-  redis.call('ZREM', key('state:' .. t.state), t.id)
-  redis.call('ZADD', key('state:' .. new), tonumber(t.created), t.id)
+  index('ZREM', key('state:' .. t.state), t.id)
+  index('ZADD', key('state:' .. new), tonumber(t.created), t.id)
   t.state = new
 end
 
@@ -117,9 +172,9 @@ local function make_ready(t)
   if tonumber(t.deps_left) > 0 then return end
   local not_before = tonumber(t.not_before or '0') or 0
   if not_before > NOW then
-    redis.call('ZADD', key('delayed'), not_before, t.id)
+    index('ZADD', key('delayed'), not_before, t.id)
   else
-    redis.call('ZADD', key('ready'), score(t), t.id)
+    index('ZADD', key('ready'), score(t), t.id)
   end
 end
 
@@ -132,12 +187,17 @@ local function promote_due()
   end
 end
 
--- Drop every index entry that ties the task to an owner or a queue.
+-- Drop every index entry that ties the task to an owner or a queue. Only open tasks sit in the
+-- ready and delayed queues, and only owned ones hold a lease, so the rest need no write.
 local function unlink(t)
-  redis.call('ZREM', key('ready'), t.id)
-  redis.call('ZREM', key('delayed'), t.id)
-  redis.call('ZREM', key('leases'), t.id)
-  if t.owner and t.owner ~= '' then redis.call('SREM', key('owned:' .. t.owner), t.id) end
+  if t.state == 'open' then
+    index('ZREM', key('ready'), t.id)
+    index('ZREM', key('delayed'), t.id)
+  end
+  if t.owner and t.owner ~= '' then
+    index('ZREM', key('leases'), t.id)
+    index('SREM', key('owned:' .. t.owner), t.id)
+  end
 end
 
 -- Give the task to `agent`: new token, lease, attempt counted, owner index updated.
@@ -149,8 +209,8 @@ local function hand_out(t, agent, lease_ms, state)
   t.attempts = tostring(tonumber(t.attempts) + 1)
   t.lease_until = tostring(until_ms)
   set_state(t, state)
-  redis.call('ZADD', key('leases'), until_ms, t.id)
-  redis.call('SADD', key('owned:' .. agent), t.id)
+  index('ZADD', key('leases'), until_ms, t.id)
+  index('SADD', key('owned:' .. agent), t.id)
   save(t, 'owner', 'token', 'attempts', 'lease_until', 'state')
 end
 
@@ -238,6 +298,24 @@ local function say(agent, state, text, task_id)
   redis.call('XADD', key('bus'), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
 end
 
+-- One status for what one call did to `ts` ("working on t-3: <title>"; for several tasks
+-- "working on 12 tasks: t-3, t-4, ..."): a batch of transitions is one message on the bus, not one each.
+local function say_tasks(agent, state, verb, ts)
+  if #ts == 0 then return end
+  if #ts == 1 then return say(agent, state, verb .. ' ' .. ts[1].id .. ': ' .. ts[1].title, ts[1].id) end
+  local ids = {}
+  for i, t in ipairs(ts) do ids[i] = t.id end
+  say(agent, state, verb .. ' ' .. #ts .. ' tasks: ' .. table.concat(ids, ', '), ts[1].id)
+end
+
+-- The board-event stream's newest id ('0-0' while empty). A claim that comes back short returns it:
+-- the agent then waits for events after it (new work may be there) and misses none, re-reads none.
+local function events_tip()
+  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+  if #last == 0 then return '0-0' end
+  return last[1][1]
+end
+
 -- Hand up to `count` ready tasks that `caps` (comma-separated, '*' = any) can do to `agent`, best
 -- first (priority, then age), straight to running. Returns them in claim order.
 local function claim_ready(agent, caps, lease_ms, count, speak)
@@ -248,45 +326,46 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
   end
   local claimed = {}
   local offset = 0
-  local looked = 0
   -- Looking is bounded: a long queue of work this agent cannot do must not keep Redis busy; what
   -- lies further back is found by the captain, or once the head of the queue moves.
-  while #claimed < count and looked < CLAIM_SCAN do
+  batch_begin()  -- claimed tasks leave the queue at batch_end: until then, paging skips past them
+  while #claimed < count and offset < CLAIM_SCAN do
     local ids = redis.call('ZRANGE', key('ready'), offset, offset + 99)
     if #ids == 0 then break end
-    looked = looked + #ids
-    local taken = 0
+    offset = offset + #ids
     for _, id in ipairs(ids) do
       local t = load(id)
-      local fits = any
-      if not fits then
-        fits = true
-        for cap in string.gmatch(t.caps, '[^,]+') do
-          if not can[cap] then fits = false break end
+      if not t or t.state ~= 'open' then
+        index('ZREM', key('ready'), id)  -- only open tasks belong here; never hand out another
+      else
+        local fits = any
+        if not fits then
+          fits = true
+          for cap in string.gmatch(t.caps, '[^,]+') do
+            if not can[cap] then fits = false break end
+          end
+        end
+        if fits then
+          hand_out(t, agent, lease_ms, 'running')
+          emit(t, 'claimed', '')
+          claimed[#claimed + 1] = t
+          if #claimed == count then break end
         end
       end
-      if fits then
-        hand_out(t, agent, lease_ms, 'running')
-        emit(t, 'claimed', '')
-        if speak then say(agent, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
-        claimed[#claimed + 1] = t
-        taken = taken + 1
-        if #claimed == count then break end
-      end
     end
-    offset = offset + #ids - taken  -- claimed ones left the queue
   end
+  batch_end()
+  if speak then say_tasks(agent, 'working', 'working on', claimed) end
   return claimed
 end
 
--- done, as the owner reports it: the result recorded, affinity noted, dependents released, the
--- owner's "done" status said when `speak`.
-local function complete(t, result, speak)
+-- done, as the owner reports it: the result recorded, affinity noted, dependents released (the
+-- caller says the owner's "done" status, once for all it completed).
+local function complete(t, result)
   local owner = t.owner
   finish(t, 'done', 'result', result, 'done')
-  for file in string.gmatch(t.files, '[^\n]+') do redis.call('SADD', key('affinity:' .. owner), file) end
+  for file in string.gmatch(t.files, '[^\n]+') do index('SADD', key('affinity:' .. owner), file) end
   release_dependents(t)
-  if speak then say(owner, 'done', 'done ' .. t.id .. ': ' .. t.title, t.id) end
 end
 
 -- Is `epoch` ('' = no check) still the leader's? An error reply when it is not.
@@ -334,16 +413,15 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
   return t, nil
 end
 
--- assigned -> running, the lease renewed, the owner's "working on" said when `speak`. An error
+-- assigned -> running, the lease renewed (the caller says the owner's "working on"). An error
 -- reply when the task is not assigned (the token was checked by the caller).
-local function start_one(t, lease_ms, speak)
+local function start_one(t, lease_ms)
   if t.state ~= 'assigned' then return err('illegal', 'task ' .. t.id .. ' is already running') end
   set_state(t, 'running')
   t.lease_until = tostring(NOW + lease_ms)
-  redis.call('ZADD', key('leases'), NOW + lease_ms, t.id)
+  index('ZADD', key('leases'), NOW + lease_ms, t.id)
   save(t, 'state', 'lease_until')
   emit(t, 'started', '')
-  if speak then say(t.owner, 'working', 'working on ' .. t.id .. ': ' .. t.title, t.id) end
   return nil
 end
 
@@ -351,12 +429,15 @@ end
 -- count. Atomic, so concurrent claimers never get the same task. Tasks go straight to `running`.
 -- Expired leases are reclaimed first, so shell agents keep a board healthy with no captain running.
 -- ARGV[4]: agent  ARGV[5]: comma-separated capabilities ('*' = any)  ARGV[6]: lease ms
--- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status for each
+-- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status
+-- Reply: {"ok": true, "tasks": [...]} or {"ok": true, "empty": true}; "tip" (the board-event
+-- stream's newest id) when it took fewer than asked: new work shows up as events after it.
 local _, bad0 = number_arg(6, 'lease ms')
 if bad0 then return bad0 end
 local _, bad1 = number_arg(7, 'count')
 if bad1 then return bad1 end
 reclaim_expired(100)
 local claimed = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
-if #claimed == 0 then return cjson.encode({ok = true, empty = true}) end
+if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = events_tip()}) end
+if #claimed < tonumber(ARGV[7]) then return cjson.encode({ok = true, tasks = claimed, tip = events_tip()}) end
 return cjson.encode({ok = true, tasks = claimed})

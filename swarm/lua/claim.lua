@@ -3,12 +3,15 @@
 -- count. Atomic, so concurrent claimers never get the same task. Tasks go straight to `running`.
 -- Expired leases are reclaimed first, so shell agents keep a board healthy with no captain running.
 -- ARGV[4]: agent  ARGV[5]: comma-separated capabilities ('*' = any)  ARGV[6]: lease ms
--- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status for each
+-- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status
+-- Reply: {"ok": true, "tasks": [...]} or {"ok": true, "empty": true}; "tip" (the board-event
+-- stream's newest id) when it took fewer than asked: new work shows up as events after it.
 local _, bad0 = number_arg(6, 'lease ms')
 if bad0 then return bad0 end
 local _, bad1 = number_arg(7, 'count')
 if bad1 then return bad1 end
 reclaim_expired(100)
 local claimed = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
-if #claimed == 0 then return cjson.encode({ok = true, empty = true}) end
+if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = events_tip()}) end
+if #claimed < tonumber(ARGV[7]) then return cjson.encode({ok = true, tasks = claimed, tip = events_tip()}) end
 return cjson.encode({ok = true, tasks = claimed})

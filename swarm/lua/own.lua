@@ -19,14 +19,16 @@ if not t then return not_found(id) end
 local refused = check_owner(t, token)
 if refused then return refused end
 if action == 'start' then
-  local failed = start_one(t, lease_ms, speak)
+  local failed = start_one(t, lease_ms)
   if failed then return failed end
+  if speak then say_tasks(t.owner, 'working', 'working on', {t}) end
 elseif action == 'heartbeat' then
   t.lease_until = tostring(NOW + lease_ms)
   redis.call('ZADD', key('leases'), NOW + lease_ms, id)
   save(t, 'lease_until')
 elseif action == 'done' then
-  complete(t, text, speak)
+  complete(t, text)
+  if speak then say_tasks(t.owner, 'done', 'done', {t}) end
 elseif action == 'fail' then
   t.reason = text
   save(t, 'reason')

@@ -5,16 +5,17 @@
 -- ARGV[4]: agent  ARGV[5]: capabilities ('*' = any)  ARGV[6]: lease ms  ARGV[7]: tasks to claim
 -- ARGV[8]: '1' to write the agent's status messages  ARGV[9..]: triples (task id, token, result)
 -- Reply: {"ok": true, "done": [{"id": ..., "updated": ms} or {"id": ..., "error": code, "message": ...}],
---         "tasks": [claimed tasks]}
+--         "tasks": [claimed tasks], "tip": events id when it claimed fewer than asked}
 local _, bad0 = number_arg(6, 'lease ms')
 if bad0 then return bad0 end
 local _, bad1 = number_arg(7, 'count')
 if bad1 then return bad1 end
 local agent, speak = ARGV[4], ARGV[8] == '1'
-local done = {}
+local done, completed = {}, {}
+batch_begin()
 for i = 9, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local t = load(id)
+  local t = load_for_report(id)
   local refused = nil
   if not t then
     refused = not_found(id)
@@ -27,13 +28,17 @@ for i = 9, #ARGV, 3 do
     local e = cjson.decode(refused)
     done[#done + 1] = {id = id, error = e.error, message = e.message}
   else
-    complete(t, ARGV[i + 2], speak)
+    complete(t, ARGV[i + 2])
+    completed[#completed + 1] = t
     done[#done + 1] = {id = id, updated = tonumber(t.updated)}
   end
 end
-local claimed = {}
+batch_end()
+if speak then say_tasks(agent, 'done', 'done', completed) end
+local claimed, tip = {}, nil
 if tonumber(ARGV[7]) > 0 then
   reclaim_expired(100)
   claimed = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
+  if #claimed < tonumber(ARGV[7]) then tip = events_tip() end
 end
-return cjson.encode({ok = true, done = done, tasks = claimed})
+return cjson.encode({ok = true, done = done, tasks = claimed, tip = tip})

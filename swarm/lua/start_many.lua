@@ -7,7 +7,8 @@
 local _, bad0 = number_arg(5, 'lease ms')
 if bad0 then return bad0 end
 local agent, lease_ms, speak = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1'
-local results = {}
+local results, started = {}, {}
+batch_begin()
 for i = 7, #ARGV, 2 do
   local id = ARGV[i]
   local t = load(id)
@@ -19,13 +20,16 @@ for i = 7, #ARGV, 2 do
     if not refused and t.owner ~= agent then
       refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
     end
-    if not refused then refused = start_one(t, lease_ms, speak) end
+    if not refused then refused = start_one(t, lease_ms) end
   end
   if refused then
     local e = cjson.decode(refused)
     results[#results + 1] = {id = id, error = e.error, message = e.message}
   else
     results[#results + 1] = {id = id, task = t}
+    started[#started + 1] = t
   end
 end
+batch_end()
+if speak then say_tasks(agent, 'working', 'working on', started) end
 return cjson.encode({ok = true, results = results})
