@@ -69,7 +69,8 @@ class _Job:
     """Its outcome is queued for the settler (or settled): nothing to release on the way out."""
     taken_ms: int = 0
     """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
-    log_context: dict[str, Any] = field(default_factory=dict)
+    log_context: dict[str, str] = field(default_factory=dict)
+    """Bound on every line logged while it runs, besides the task id (the assignment's message id)."""
 
 
 class Agent:
@@ -172,8 +173,9 @@ class Agent:
         with anyio.move_on_after(self.grace_s):
             while self.jobs:
                 await self._changed.wait()
-        if self.jobs:
-            log.warning("grace period over; releasing unfinished tasks", tasks=sorted(self.jobs))
+        unfinished = sorted(task_id for task_id, job in self.jobs.items() if not job.reported)
+        if unfinished:  # (finished ones still being reported are settled on the way out, not released)
+            log.warning("grace period over; releasing unfinished tasks", tasks=unfinished)
 
     # --- intake ----------------------------------------------------------------------------------
     async def _on_message(self, delivery: Delivery) -> None:
@@ -182,7 +184,7 @@ class Agent:
             if msg.body.instance and msg.body.instance != self.instance:
                 log.info("assignment for an earlier instance ignored", task=msg.body.task_id)
                 return
-            self._spawn(msg.body.task_id, msg.body.token, None, msg.ts)
+            self._spawn(msg.body.task_id, msg.body.token, None, msg.ts, {"message_id": msg.id})
         elif isinstance(msg, Command) and msg.body.name == "ping":
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
@@ -240,7 +242,8 @@ class Agent:
                 await self._say("idle, awaiting orders", "idle")
 
     # --- work ------------------------------------------------------------------------------------
-    def _spawn(self, task_id: str, token: int, claimed: Task | None, taken_ms: int = 0) -> None:
+    def _spawn(self, task_id: str, token: int, claimed: Task | None, taken_ms: int = 0,
+               log_context: dict[str, str] | None = None) -> None:
         """Run a task: `claimed` (already running, from a claim) or an assignment still to start."""
         if self._workers is None:
             return
@@ -252,9 +255,7 @@ class Agent:
             # and it was handed to us again): the old run is fenced off; the new one takes over.
             old.lost = True
             old.scope.cancel()
-        # Lines logged while it runs name the task and carry what the spawner's lines carried
-        # (the assignment's message id when it came from the inbox).
-        job = _Job(task_id, token, taken_ms=taken_ms, log_context=structlog.contextvars.get_contextvars())
+        job = _Job(task_id, token, taken_ms=taken_ms, log_context=log_context or {})
         self.jobs[task_id] = job
         self._send_job.send_nowait((job, claimed))
 
@@ -264,8 +265,12 @@ class Agent:
             if job.lost:  # it came back with a newer token before it started: that one runs instead
                 self._finished(job)
                 continue
-            with structlog.contextvars.bound_contextvars(**{**job.log_context, "task": job.task_id}):
+            # Lines logged while it runs name the task (and the assignment message it came in).
+            structlog.contextvars.bind_contextvars(task=job.task_id, **job.log_context)
+            try:
                 await self._work(job, claimed)
+            finally:
+                structlog.contextvars.unbind_contextvars("task", *job.log_context)
 
     async def _release_queued(self) -> None:
         """At shutdown: give back the jobs no worker got to."""

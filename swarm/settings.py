@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     read_count: int = Field(128, ge=1, description="Entries fetched per XREADGROUP call.")
     connect_retries: int = Field(6, ge=0, description="Retries with exponential backoff on connection loss.")
     log_level: str = Field("info", description="debug, info, warning or error.")
+    uvloop: bool = Field(True, description="Run the CLI's event loop on uvloop when it is installed.")
     lease_s: float = Field(30.0, gt=0, description="Task lease; heartbeats extend it, expiry reclaims the task.")
     max_attempts: int = Field(3, ge=1, description="Default attempts per task before it is failed.")
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles per attempt, capped at 60 s.")

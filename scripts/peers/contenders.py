@@ -27,7 +27,7 @@ VENVS = ROOT / ".bench-venv"
 REQUIREMENTS = PEERS_DIR / "requirements-peers.txt"
 PEER_ORDER = ("saq", "taskiq", "arq", "dramatiq", "celery", "rq")
 IN_FLIGHT = 64
-SWARM_K = 10
+SWARM_K = jobs.ASYNC_CONCURRENCY
 SWARM_LEASE_TUNED_S = 2.0
 
 
@@ -172,7 +172,7 @@ class Swarm(System):
         self.mode = mode
         self.board = board
         self.env = {**env, "PYTHONPATH": str(PEERS_DIR)}
-        self.settings = (f"`swarm agent run --concurrency {SWARM_K}` per process"
+        self.settings = (f"`swarm agent run --concurrency {SWARM_K}` per process (on uvloop, the default)"
                          + (", `--no-claim`, plus `swarm captain run`" if mode == "captain" else ""))
         self.recovery = {"default": "lease 30 s (SWARM_LEASE_S)", "tuned": f"lease {SWARM_LEASE_TUNED_S:g} s"}
         self.bulk = f"Board.create, {IN_FLIGHT} in flight (no batch API)"

@@ -41,6 +41,11 @@ def tuned() -> bool:
     return os.environ.get("BENCH_TUNED", "0") == "1"
 
 
+ASYNC_CONCURRENCY = 50
+"""Jobs at once per worker process for the asyncio workers whose default is lower (swarm's agents, SAQ,
+arq); taskiq's default, 100, is higher and stays. Thread- and process-based workers keep their defaults."""
+
+
 def concurrency(default: int) -> int:
     """Jobs one worker process runs at once: BENCH_CONCURRENCY when set (the drill sets 1), else `default`."""
     value = os.environ.get("BENCH_CONCURRENCY", "")

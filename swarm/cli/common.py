@@ -6,6 +6,7 @@ import json
 import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
+from importlib.util import find_spec
 from typing import Any, TypeVar
 
 import anyio
@@ -77,6 +78,11 @@ def settings() -> Settings:
     return s
 
 
+def run_loop(s: Settings, fn: Callable[[], Awaitable[T]]) -> T:
+    """`anyio.run(fn)`, on uvloop when `SWARM_UVLOOP` allows it and it is installed."""
+    return anyio.run(fn, backend_options={"use_uvloop": s.uvloop and find_spec("uvloop") is not None})
+
+
 def run_with_bus(fn: Callable[[Bus], Awaitable[T]]) -> T:
     """Connect (embedded server on demand), build the bus, run `fn`, close."""
     s = settings()
@@ -86,7 +92,7 @@ def run_with_bus(fn: Callable[[Bus], Awaitable[T]]) -> T:
             return await fn(Bus(redis, s))
 
     try:
-        return anyio.run(go)
+        return run_loop(s, go)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 

@@ -6,13 +6,12 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 import typer
 from rich.live import Live
 from rich.table import Table
 
 from swarm.board import STATES, Task
-from swarm.cli.common import out, settings
+from swarm.cli.common import out, run_loop, settings
 from swarm.connection import open_redis
 from swarm.demo import Summary, roster, run_demo
 from swarm.errors import ConfigError
@@ -56,7 +55,7 @@ def demo(
                 return await run_demo(redis, s, workspace, cards=cards, max_s=max_seconds,
                                       on_tick=lambda summ, tasks: screen.update(_view(summ, tasks)))
 
-    summary = anyio.run(go)
+    summary = run_loop(s, go)
     found = ", ".join(f"{n} {k}" for k, n in sorted(summary.found.items())) or "none"
     done = sum(summary.done.values())
     out.print(f"\n[bold]swarm demo[/bold] finished in {summary.seconds:.1f}s on {workspace}")
