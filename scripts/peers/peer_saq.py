@@ -1,10 +1,11 @@
 """SAQ (Redis queue) for scripts/bench_peers.py: the task, the worker settings and the enqueue side.
 
 Worker: `python -m saq peer_saq.settings --workers 1 --quiet`, concurrency 50 (SAQ's default is 10; its
-README's one throughput knob, raised to what swarm's agents run with: jobs.ASYNC_CONCURRENCY). Recovery: a job whose worker died stays `active` until a sweep finds it `stuck`
-(older than the job's `timeout`); the sweep runs every `timers["sweep"]` s and re-queues the job only if
-`retries` allows another attempt. Defaults: timeout 10 s, sweep 60 s, retries 1 (so a swept job is
-aborted, not re-run). Tuned: timeout 2 s, sweep 1 s, retries 3.
+README's one throughput knob, raised to what swarm's agents run with: jobs.ASYNC_CONCURRENCY).
+Recovery: a job whose worker died stays `active` until a sweep finds it `stuck` (older than the job's
+`timeout`); the sweep runs every `timers["sweep"]` s and re-queues the job only if `retries` allows
+another attempt. Defaults: timeout 10 s, sweep 60 s, retries 1 (so a swept job is aborted, not re-run).
+Tuned: timeout 2 s, sweep 1 s, retries 3.
 """
 
 from __future__ import annotations
