@@ -80,12 +80,17 @@ class Agent:
         self, redis: Redis, settings: Settings, card: AgentCard, handler: Handler, *,
         workspace: Path | None = None, grace_s: float = 10.0, claim: bool = True,
         idle_chatter_s: float | None = None, env: dict[str, str] | None = None, metrics: Metrics | None = None,
+        prefetch: int = 0,
     ) -> None:
         self.settings = settings
         self.card = card
         self.handler = handler
         self.grace_s = grace_s
         self.claim = claim
+        self.hold = card.concurrency + max(0, prefetch)
+        """Most tasks held at once when claiming: `concurrency` running plus `prefetch` claimed ahead, so
+        that a worker that finishes never waits for a round trip to get its next task. Held tasks count as
+        running on the board, are heartbeated like the rest, and are released, not run, on shutdown."""
         self.idle_chatter_s = idle_chatter_s
         self.instance = new_id()
         self.metrics = metrics
@@ -213,7 +218,7 @@ class Agent:
         the board's event id to watch when it took fewer than it asked for ('' when Redis could
         not be reached), else None."""
         async with self._claiming:
-            free = self.card.concurrency - len(self.jobs)
+            free = self.hold - len(self.jobs)
             if self._stopping or free <= 0:
                 return None
             try:
@@ -263,6 +268,10 @@ class Agent:
         """One of the K workers: runs queued jobs one after another."""
         async for job, claimed in self._next_job:
             if job.lost:  # it came back with a newer token before it started: that one runs instead
+                self._finished(job)
+                continue
+            if self._stopping:  # shutting down: what has not started goes back to the board now
+                await self._give_back(job)
                 self._finished(job)
                 continue
             # Lines logged while it runs name the task (and the assignment message it came in).
@@ -412,7 +421,7 @@ class Agent:
         reports = [(d.job.task_id, d.job.token, d.result) for d in batch]
         backoff = 0.1
         async with self._claiming:  # the freed slots are refilled in the same call
-            more = self.card.concurrency - len(self.jobs) + len(batch) if went_on else 0
+            more = self.hold - len(self.jobs) + len(batch) if went_on else 0
             while True:
                 try:
                     settled, claimed = await self.board.settle(self.name, reports, claim=max(0, more), caps=self._caps)

@@ -36,6 +36,7 @@ class RosterCard(BaseModel):
     name: str = Field(pattern=AGENT_PATTERN)
     capabilities: tuple[str, ...] = ()
     concurrency: int = Field(1, ge=1, le=256)
+    prefetch: int = Field(0, ge=0, le=1024)
     handler: str = "builtin"
     roles: tuple[str, ...] = ()
     captain: bool = False

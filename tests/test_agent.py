@@ -172,6 +172,39 @@ async def test_concurrency_k_is_respected_under_load(redis: Redis, fast: Setting
     assert agent.completed == 15
 
 
+async def test_prefetch_holds_tasks_ahead_but_runs_only_k_and_gives_them_back_on_stop(
+    redis: Redis, fast: Settings
+) -> None:
+    board = Board(redis, fast)
+    started: list[str] = []
+    gate = anyio.Event()
+
+    async def handler(task: Task, ctx: Context) -> str:
+        started.append(task.id)
+        await gate.wait()
+        return "ok"
+
+    ids = [(await board.create(TaskSpec(kind="work", title=f"job {i}")))[0].id for i in range(6)]
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=2), handler,
+                  prefetch=2, grace_s=5)
+    async with running(agent) as stop:
+        await eventually(lambda: _true(len(started) == 2))
+        await anyio.sleep(3 * fast.lease_s)  # the held tasks stay ours: heartbeated, not reclaimed
+        assert sorted(await board.owned("a1")) == sorted(ids[:4])
+        assert started == ids[:2]
+        stop.set()
+        await anyio.sleep(0.2)
+        gate.set()
+    states = {t.id: t.state for t in [await board.get(i) for i in ids]}
+    assert states == dict.fromkeys(ids[:2], "done") | dict.fromkeys(ids[2:], "open")
+    assert [e.body.event for e in await board.history(ids[2])] == ["created", "claimed", "released"]
+    assert started == ids[:2]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
 async def _all_done(board: Board, ids: list[str]) -> bool:
     return all(t.state == "done" for t in [await board.get(i) for i in ids])
 

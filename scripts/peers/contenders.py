@@ -28,6 +28,7 @@ REQUIREMENTS = PEERS_DIR / "requirements-peers.txt"
 PEER_ORDER = ("saq", "taskiq", "arq", "dramatiq", "celery", "rq")
 IN_FLIGHT = 64
 SWARM_K = jobs.ASYNC_CONCURRENCY
+SWARM_PREFETCH = 2 * SWARM_K  # claimed ahead of free workers (Celery's default prefetch is 4 x concurrency)
 SWARM_LEASE_TUNED_S = 2.0
 
 
@@ -172,8 +173,10 @@ class Swarm(System):
         self.mode = mode
         self.board = board
         self.env = {**env, "PYTHONPATH": str(PEERS_DIR)}
-        self.settings = (f"`swarm agent run --concurrency {SWARM_K}` per process (on uvloop, the default)"
-                         + (", `--no-claim`, plus `swarm captain run`" if mode == "captain" else ""))
+        self.settings = (f"`swarm agent run --concurrency {SWARM_K} --prefetch {SWARM_PREFETCH}` per process "
+                         "(on uvloop, the default)" if mode == "claim" else
+                         f"`swarm agent run --concurrency {SWARM_K} --no-claim` per process (on uvloop, the "
+                         "default), plus `swarm captain run`")
         self.recovery = {"default": "lease 30 s (SWARM_LEASE_S)", "tuned": f"lease {SWARM_LEASE_TUNED_S:g} s"}
         self.bulk = f"Board.create, {IN_FLIGHT} in flight (no batch API)"
 
@@ -229,6 +232,8 @@ class Swarm(System):
             name = f"{self.mode}-{run}-a{i + 1}"
             argv = [sys.executable, "-m", "swarm", "agent", "run", "--name", name, "--can", "noop", "--handler",
                     f"{PEERS_DIR / 'swarm_job.py'}:handle", "--concurrency", str(concurrency or SWARM_K),
+                    # The drill runs one job at a time per worker, holding none ahead (as the peers do there).
+                    "--prefetch", str(0 if concurrency or self.mode == "captain" else SWARM_PREFETCH),
                     "--grace", "0", *(["--no-claim"] if self.mode == "captain" else [])]
             out.append(Worker(name, argv, self._env(tuned)))
         return out

@@ -43,6 +43,9 @@ def agent_run(
     can: Annotated[list[str] | None, typer.Option(help="Capabilities, comma-separated: audit,docs ('*': any).")]
     = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Tasks run at once.")] = 1,
+    prefetch: Annotated[int, typer.Option(min=0, max=1024, help=(
+        "Tasks claimed ahead of free workers, so a finished worker starts its next task at once "
+        "(for many short tasks; they count as running and go back to the board on shutdown)."))] = 0,
     handler: Annotated[str, typer.Option(help="builtin | cmd:<command> | file.py:function | module:function.")]
     = "builtin",
     card: Annotated[Path | None, typer.Option(help="A roster card (TOML); replaces the options above.")] = None,
@@ -58,7 +61,8 @@ def agent_run(
         roster = load_card(card)
         base = card.parent
     elif name:
-        roster = RosterCard(name=name, capabilities=tuple(csv(can)), concurrency=concurrency, handler=handler)
+        roster = RosterCard(name=name, capabilities=tuple(csv(can)), concurrency=concurrency, prefetch=prefetch,
+                            handler=handler)
         base = Path.cwd()
     else:
         raise ConfigError("give --name NAME (with --can CAPS), or --card FILE")
@@ -72,12 +76,13 @@ def agent_run(
         metrics = metrics_for(metrics_port, bus, roster.name, "agent")
         agent = Agent(bus.redis, bus.settings, roster.agent_card(), handle, workspace=workspace.resolve(),
                       grace_s=roster.grace_s if grace is None else grace, claim=claim,
-                      idle_chatter_s=chatter or None, env=roster.env, metrics=metrics)
+                      idle_chatter_s=chatter or None, env=roster.env, metrics=metrics, prefetch=roster.prefetch)
         stop = anyio.Event()
         async with exporting(bus, metrics, metrics_port, agent.readiness), anyio.create_task_group() as tg:
             tg.start_soon(until_signalled, stop)
+            ahead = f" + prefetch {roster.prefetch}" if roster.prefetch else ""
             err.print(f"{safe(roster.name)} running: can {','.join(roster.capabilities) or '*'}, "
-                      f"concurrency {roster.concurrency}, handler {safe(roster.handler)}")
+                      f"concurrency {roster.concurrency}{ahead}, handler {safe(roster.handler)}")
             await agent.run(stop)
             tg.cancel_scope.cancel()
         err.print(f"{safe(roster.name)} stopped: {agent.completed} done, {agent.failed} failed")
