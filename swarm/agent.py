@@ -454,17 +454,12 @@ class Agent:
                 if not await self.registry.heartbeat(self.name, self.instance):
                     log.error("another instance registered with this name; stopping", agent=self.name)
                     self._replaced.set()
-                for job in list(self.jobs.values()):
-                    if job.reported:  # finished: the settler reports it; its lease no longer matters
-                        continue
-                    try:
-                        await self.board.heartbeat(job.task_id, job.token)
-                    except SwarmError as exc:
-                        if isinstance(exc, BackendError):  # Redis trouble, not a lost lease
-                            raise
-                        if job.reported:  # it finished while we were asking
-                            continue
-                        log.warning("lease lost; abandoning task", task=job.task_id, reason=str(exc))
+                # Finished jobs are the settler's to report: their leases no longer matter.
+                held = [job for job in self.jobs.values() if not job.reported]
+                renewed = await self.board.renew(self.name, [(job.task_id, job.token) for job in held]) if held else []
+                for job, (_, error) in zip(held, renewed, strict=True):
+                    if error is not None and not job.reported:  # (not one that finished meanwhile)
+                        log.warning("lease lost; abandoning task", task=job.task_id, reason=str(error))
                         job.lost = True
                         job.scope.cancel()
             except BackendError as exc:

@@ -345,6 +345,17 @@ class Board:
             for r in reply.get("results") or []
         ]
 
+    async def renew(self, agent: str, held: Sequence[tuple[str, int]]) -> list[tuple[str, SwarmError | None]]:
+        """`heartbeat` for every `(task id, token)` `agent` holds, in one script call: per task, None
+        when its lease was extended, or the error that refused it (the others still go through)."""
+        _check_agent(agent)
+        flat: list[str | int] = []
+        for task_id, token in held:
+            flat += (task_id, str(token))
+        reply = await self._call("renew", agent, self.lease_ms, *flat)
+        return [(r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else None)
+                for r in reply.get("results") or []]
+
     async def settle(
         self, agent: str, done: Sequence[tuple[str, int, str]], *, claim: int = 0, caps: Sequence[str] = ()
     ) -> tuple[list[Settled], list[Task]]:

@@ -627,3 +627,22 @@ async def test_start_many_starts_each_fenced_by_its_token(redis: Redis, settings
     assert results[0][1].state == "running"
     assert isinstance(results[1][1], StaleToken)
     assert (await board.get(b.id)).state == "assigned"
+
+
+async def test_renew_extends_every_lease_held_each_fenced_by_its_token(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, quick(settings, lease_s=5.0))
+    a, b, c = [(await board.create(spec(n)))[0] for n in ("a", "b", "c")]
+    held = await board.claim("w1", ["audit"], 2)
+    other = await board.claim("w2", ["audit"], 1)
+    before = {t.id: t.lease_until for t in held}
+    await anyio.sleep(0.01)
+    results = await board.renew("w1", [(held[0].id, held[0].token), (held[1].id, held[1].token + 1),
+                                       (other[0].id, other[0].token)])
+    assert [(task_id, type(error).__name__) for task_id, error in results] == [
+        (a.id, "NoneType"), (b.id, "StaleToken"), (c.id, "IllegalTransition")]
+    assert str(results[2][1]) == f"task {c.id} is owned by w2, not w1"
+    after = await board.get(a.id)
+    assert after.lease_until > before[a.id]
+    assert await redis.zscore(board.keys.leases, a.id) == after.lease_until
+    assert (await board.get(b.id)).lease_until == before[b.id]
+    assert [e.body.event for e in await board.history(a.id)] == ["created", "claimed"]  # no event
