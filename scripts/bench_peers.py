@@ -1,7 +1,7 @@
 """Peer benchmark (not a test): swarm against SAQ, taskiq (taskiq-redis stream broker), arq, Dramatiq, Celery
 and RQ, in one run, on one server, with the same no-op job.
 
-Run: `.venv/bin/python scripts/bench_peers.py` (about 20 minutes on 2 cores; `--quick` for a ~4 minute
+Run: `.venv/bin/python scripts/bench_peers.py` (about 35 minutes on 2 cores; `--quick` for a ~4 minute
 smaller run; `--help` lists the options; `--write` puts the tables into BENCHMARKS.md, which a full run
 does by default). Each peer is installed from scripts/peers/requirements-peers.txt into its own
 virtualenv, `.bench-venv/<peer>/` (gitignored; reinstalled only when its lines change), so peers never

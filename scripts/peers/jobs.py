@@ -42,9 +42,9 @@ def tuned() -> bool:
 
 
 ASYNC_CONCURRENCY = 50
-"""Jobs at once per swarm agent process. SAQ and arq keep their default, 10: at 50 both drained slower
-(a full run measured SAQ 1,867 and arq 1,502 jobs/s at 50 against 2,966 and 2,042 at 10 the day before);
-taskiq's default is 100. Thread- and process-based workers keep their defaults."""
+"""Jobs at once per swarm agent process. SAQ and arq keep their default, 10: at 50 neither was clearly
+faster (two full runs, at 50 and at 10, within this box's run-to-run noise); taskiq's default is 100.
+Thread- and process-based workers keep their defaults."""
 
 
 def concurrency(default: int) -> int:

@@ -1,7 +1,7 @@
 """arq for scripts/bench_peers.py.
 
 Worker: `arq.run_worker(WorkerSettings)` with logging at WARNING, max_jobs 10 (default; at 50, as swarm's
-agents run, it drained ~25 % slower in a full run) and poll_delay
+agents run, it was not clearly faster) and poll_delay
 0.01 s: arq polls its queue, and with the default 0.5 s one worker runs at most ~200 jobs/s (100 read per
 poll) and idle pickup takes ~450 ms; 0.01 s gives ~2,000 jobs/s for 100 polls/s per idle worker.
 A job stays in the queue's sorted set until it is done; a worker takes it by setting an in-progress key
@@ -19,7 +19,7 @@ from arq.connections import ArqRedis, RedisSettings
 
 ASYNC = True
 DISTS = ("arq", "redis", "hiredis")
-THROUGHPUT = "`max_jobs=10` (default; 50 was slower), `poll_delay=0.01` (default 0.5), logging at WARNING"
+THROUGHPUT = "`max_jobs=10` (default), `poll_delay=0.01` (default 0.5), logging at WARNING"
 
 RECOVERY = {"default": "job_timeout 300 s (in-progress key 310 s)",
             "tuned": "job_timeout 2 s (in-progress key 12 s)"}

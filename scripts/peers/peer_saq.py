@@ -1,7 +1,7 @@
 """SAQ (Redis queue) for scripts/bench_peers.py: the task, the worker settings and the enqueue side.
 
 Worker: `python -m saq peer_saq.settings --workers 1 --quiet`, concurrency 10 (SAQ's default and its
-README's one throughput knob: at 50, as swarm's agents run, it drained ~35 % slower in a full run).
+README's one throughput knob; at 50, as swarm's agents run, it was not clearly faster).
 Recovery: a job whose worker died stays `active` until a sweep finds it `stuck` (older than the job's
 `timeout`); the sweep runs every `timers["sweep"]` s and re-queues the job only if `retries` allows
 another attempt. Defaults: timeout 10 s, sweep 60 s, retries 1 (so a swept job is aborted, not re-run).
@@ -17,7 +17,7 @@ from saq import Queue
 
 ASYNC = True
 DISTS = ("saq", "redis", "hiredis")
-THROUGHPUT = "`Worker(concurrency=10)` (default; 50 was slower), one `--workers 1` process each"
+THROUGHPUT = "`Worker(concurrency=10)` (default), one `--workers 1` process each"
 RECOVERY = {"default": "job timeout 10 s, sweep every 60 s, retries 1",
             "tuned": "job timeout 2 s, sweep every 1 s, retries 3"}
 BULK = "asyncio.gather, 64 in flight (no batch API)"
