@@ -12,7 +12,7 @@ import anyio
 import pytest
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task, TaskSpec
+from swarm.board import Board, Task, TaskSpec, text
 from swarm.connection import client
 from swarm.errors import IllegalTransition, NotReady, StaleToken, TaskNotFound
 from swarm.keys import FIELD
@@ -534,7 +534,7 @@ async def test_a_batch_is_one_status_and_leaves_every_index_exact(redis: Redis, 
     three = await board.claim("a1", ["audit"], 3)
     leases = await redis.zrange(board.keys.leases, 0, -1)
     assert (await board.counts())["running"] == 3
-    assert sorted(map(bytes.decode, leases)) == sorted(ids[:3])
+    assert sorted(text(m) for m in leases) == sorted(ids[:3])
     await board.settle("a1", [(t.id, t.token, "") for t in three], claim=5, caps=["audit"])
     counts = await board.counts()
     assert (counts["done"], counts["running"]) == (3, 2)
