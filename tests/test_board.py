@@ -532,7 +532,7 @@ async def test_a_batch_is_one_status_and_leaves_every_index_exact(redis: Redis, 
     board = Board(redis, settings)
     ids = [(await board.create(spec(f"job {n}")))[0].id for n in range(5)]
     three = await board.claim("a1", ["audit"], 3)
-    leases = await redis.zrange(board.keys.leases, 0, -1)
+    leases = cast(list[bytes], await redis.zrange(board.keys.leases, 0, -1))
     assert (await board.counts())["running"] == 3
     assert sorted(text(m) for m in leases) == sorted(ids[:3])
     await board.settle("a1", [(t.id, t.token, "") for t in three], claim=5, caps=["audit"])
