@@ -194,15 +194,15 @@ class Agent:
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
     async def _claimer(self) -> None:
-        """Claim when there is room and maybe work: at start, and after any claim came back short,
-        by waiting for board events after the moment it did (not on a timer, and not while busy:
-        a busy agent's completions claim its next tasks)."""
+        """Claim when there is room and maybe work: at start, and after any claim came back short
+        (a settle's, or one after a failed or lost job), by waiting for board events after the moment
+        it did: not on a timer, and not while busy (a busy agent's completions claim its next tasks)."""
         events = self.bus.keys.events
         while True:
+            self._hungry = anyio.Event()
             tip = await self._claim_some()
             if tip is None:  # got all it asked for, or had no room: wait until a claim comes back short
                 await self._hungry.wait()
-                self._hungry = anyio.Event()
                 continue
             try:
                 if tip:
@@ -229,6 +229,8 @@ class Agent:
             self._said(len(tasks))
             for task in tasks:
                 self._spawn(task.id, task.token, task, task.updated)
+            if self.board.short_at is not None:
+                self._hungry.set()  # the queue ran dry: the claimer watches for new work
             return self.board.short_at
 
     def _said(self, count: int) -> None:

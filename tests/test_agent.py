@@ -205,6 +205,27 @@ async def _true(value: bool) -> bool:
     return value
 
 
+async def test_an_agent_whose_tasks_all_failed_still_claims_new_work(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+
+    async def handler(task: Task, ctx: Context) -> str:
+        if task.title == "bad":
+            raise ValueError("no")
+        return "ok"
+
+    bad, _ = await board.create(TaskSpec(kind="work", title="bad", max_attempts=1))
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=1), handler)
+    async with running(agent):
+        await eventually(lambda: _state_is(board, bad.id, "failed"))
+        await anyio.sleep(0.2)  # idle now: nothing left to claim
+        good, _ = await board.create(TaskSpec(kind="work", title="good"))
+        await eventually(lambda: _state_is(board, good.id, "done"))
+
+
+async def _state_is(board: Board, task_id: str, state: str) -> bool:
+    return (await board.get(task_id)).state == state
+
+
 async def _all_done(board: Board, ids: list[str]) -> bool:
     return all(t.state == "done" for t in [await board.get(i) for i in ids])
 
