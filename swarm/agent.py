@@ -227,11 +227,16 @@ class Agent:
                 log.warning("cannot reach Redis to claim", error=str(exc))
                 return ""
             self._said(len(tasks))
-            for task in tasks:
-                self._spawn(task.id, task.token, task, task.updated)
-            if self.board.short_at is not None:
-                self._hungry.set()  # the queue ran dry: the claimer watches for new work
+            self._take(tasks)
             return self.board.short_at
+
+    def _take(self, claimed: list[Task]) -> None:
+        """Run what a claim (or a settle's claim) took; when it took fewer than it asked for, the queue
+        ran dry, and the claimer starts watching for new work."""
+        for task in claimed:
+            self._spawn(task.id, task.token, task, task.updated)
+        if self.board.short_at is not None:
+            self._hungry.set()
 
     def _said(self, count: int) -> None:
         """Count the status messages a board script wrote on this agent's behalf as published by it."""
@@ -433,8 +438,6 @@ class Agent:
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
             self._said(sum(r.error is None for r in settled) + len(claimed))
-            if went_on and self.board.short_at is not None:
-                self._hungry.set()  # the queue ran dry: the claimer watches for new work
             for report, result in zip(batch, settled, strict=True):
                 if result.error is None:
                     self.completed += 1
@@ -445,8 +448,7 @@ class Agent:
                 else:
                     log.warning("completion refused", task=result.id, reason=str(result.error))
                 self._finished(report.job)
-            for nxt in claimed:
-                self._spawn(nxt.id, nxt.token, nxt, nxt.updated)
+            self._take(claimed)
 
     async def _heartbeats(self) -> None:
         """Keep the registry and every owned task's lease fresh; stop work that was lost."""

@@ -238,6 +238,26 @@ local function check_owner(t, token)
   return nil
 end
 
+-- A refusal reply as one entry of a batch's results: {id = ..., error = code, message = ...}.
+local function refusal(id, reply)
+  local e = cjson.decode(reply)
+  return {id = id, error = e.error, message = e.message}
+end
+
+-- An agent's word on one of its tasks in a batch (settle, start_many, renew): the task, read by
+-- `loader`, or nil and the refusal entry (not found, a stale token, not assigned or running, or
+-- another agent's). One refused does not stop the rest of the batch.
+local function owned_task(id, token, agent, loader)
+  local t = loader(id)
+  if not t then return nil, refusal(id, not_found(id)) end
+  local refused = check_owner(t, token)
+  if not refused and t.owner ~= agent then
+    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
+  end
+  if refused then return nil, refusal(id, refused) end
+  return t, nil
+end
+
 -- Dependents of a finished task: one fewer dependency; ready when none are left.
 local function release_dependents(t)
   for _, dep_id in ipairs(redis.call('SMEMBERS', key('dependents:' .. t.id))) do
@@ -317,8 +337,11 @@ local function events_tip()
 end
 
 -- Hand up to `count` ready tasks that `caps` (comma-separated, '*' = any) can do to `agent`, best
--- first (priority, then age), straight to running. Returns them in claim order.
+-- first (priority, then age), straight to running, after reclaiming expired leases (so agents keep a
+-- board healthy with no captain running). Returns them in claim order, and the board-event tip when
+-- it took fewer than `count` (nil otherwise).
 local function claim_ready(agent, caps, lease_ms, count, speak)
+  reclaim_expired(100)
   local can, any = {}, false
   for cap in string.gmatch(caps, '[^,]+') do
     if cap == '*' then any = true end
@@ -356,7 +379,8 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
   end
   batch_end()
   if speak then say_tasks(agent, 'working', 'working on', claimed) end
-  return claimed
+  if #claimed < count then return claimed, events_tip() end
+  return claimed, nil
 end
 
 -- done, as the owner reports it: the result recorded, affinity noted, dependents released (the
@@ -436,25 +460,14 @@ local agent, until_ms = ARGV[4], NOW + tonumber(ARGV[5])
 local results = {}
 batch_begin()
 for i = 6, #ARGV, 2 do
-  local id = ARGV[i]
-  local t = load_for_report(id)
-  local refused = nil
-  if not t then
-    refused = not_found(id)
-  else
-    refused = check_owner(t, ARGV[i + 1])
-    if not refused and t.owner ~= agent then
-      refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-    end
-  end
+  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
   if refused then
-    local e = cjson.decode(refused)
-    results[#results + 1] = {id = id, error = e.error, message = e.message}
+    results[#results + 1] = refused
   else
     t.lease_until = tostring(until_ms)
-    index('ZADD', key('leases'), until_ms, id)
+    index('ZADD', key('leases'), until_ms, t.id)
     save(t, 'lease_until')
-    results[#results + 1] = {id = id, lease_until = until_ms}
+    results[#results + 1] = {id = t.id, lease_until = until_ms}
   end
 end
 batch_end()

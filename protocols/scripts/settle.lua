@@ -238,6 +238,26 @@ local function check_owner(t, token)
   return nil
 end
 
+-- A refusal reply as one entry of a batch's results: {id = ..., error = code, message = ...}.
+local function refusal(id, reply)
+  local e = cjson.decode(reply)
+  return {id = id, error = e.error, message = e.message}
+end
+
+-- An agent's word on one of its tasks in a batch (settle, start_many, renew): the task, read by
+-- `loader`, or nil and the refusal entry (not found, a stale token, not assigned or running, or
+-- another agent's). One refused does not stop the rest of the batch.
+local function owned_task(id, token, agent, loader)
+  local t = loader(id)
+  if not t then return nil, refusal(id, not_found(id)) end
+  local refused = check_owner(t, token)
+  if not refused and t.owner ~= agent then
+    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
+  end
+  if refused then return nil, refusal(id, refused) end
+  return t, nil
+end
+
 -- Dependents of a finished task: one fewer dependency; ready when none are left.
 local function release_dependents(t)
   for _, dep_id in ipairs(redis.call('SMEMBERS', key('dependents:' .. t.id))) do
@@ -317,8 +337,11 @@ local function events_tip()
 end
 
 -- Hand up to `count` ready tasks that `caps` (comma-separated, '*' = any) can do to `agent`, best
--- first (priority, then age), straight to running. Returns them in claim order.
+-- first (priority, then age), straight to running, after reclaiming expired leases (so agents keep a
+-- board healthy with no captain running). Returns them in claim order, and the board-event tip when
+-- it took fewer than `count` (nil otherwise).
 local function claim_ready(agent, caps, lease_ms, count, speak)
+  reclaim_expired(100)
   local can, any = {}, false
   for cap in string.gmatch(caps, '[^,]+') do
     if cap == '*' then any = true end
@@ -356,7 +379,8 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
   end
   batch_end()
   if speak then say_tasks(agent, 'working', 'working on', claimed) end
-  return claimed
+  if #claimed < count then return claimed, events_tip() end
+  return claimed, nil
 end
 
 -- done, as the owner reports it: the result recorded, affinity noted, dependents released (the
@@ -440,31 +464,19 @@ local agent, speak = ARGV[4], ARGV[8] == '1'
 local done, completed = {}, {}
 batch_begin()
 for i = 9, #ARGV, 3 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local t = load_for_report(id)
-  local refused = nil
-  if not t then
-    refused = not_found(id)
-  elseif t.owner ~= agent and t.token == token then
-    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-  else
-    refused = check_owner(t, token)
-  end
+  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
   if refused then
-    local e = cjson.decode(refused)
-    done[#done + 1] = {id = id, error = e.error, message = e.message}
+    done[#done + 1] = refused
   else
     complete(t, ARGV[i + 2])
     completed[#completed + 1] = t
-    done[#done + 1] = {id = id, updated = tonumber(t.updated)}
+    done[#done + 1] = {id = t.id, updated = tonumber(t.updated)}
   end
 end
 batch_end()
 if speak then say_tasks(agent, 'done', 'done', completed) end
 local claimed, tip = {}, nil
 if tonumber(ARGV[7]) > 0 then
-  reclaim_expired(100)
-  claimed = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
-  if #claimed < tonumber(ARGV[7]) then tip = events_tip() end
+  claimed, tip = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
 end
 return cjson.encode({ok = true, done = done, tasks = claimed, tip = tip})

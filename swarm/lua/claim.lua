@@ -10,8 +10,6 @@ local _, bad0 = number_arg(6, 'lease ms')
 if bad0 then return bad0 end
 local _, bad1 = number_arg(7, 'count')
 if bad1 then return bad1 end
-reclaim_expired(100)
-local claimed = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
-if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = events_tip()}) end
-if #claimed < tonumber(ARGV[7]) then return cjson.encode({ok = true, tasks = claimed, tip = events_tip()}) end
-return cjson.encode({ok = true, tasks = claimed})
+local claimed, tip = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
+if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = tip}) end
+return cjson.encode({ok = true, tasks = claimed, tip = tip})

@@ -10,25 +10,14 @@ local agent, until_ms = ARGV[4], NOW + tonumber(ARGV[5])
 local results = {}
 batch_begin()
 for i = 6, #ARGV, 2 do
-  local id = ARGV[i]
-  local t = load_for_report(id)
-  local refused = nil
-  if not t then
-    refused = not_found(id)
-  else
-    refused = check_owner(t, ARGV[i + 1])
-    if not refused and t.owner ~= agent then
-      refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-    end
-  end
+  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
   if refused then
-    local e = cjson.decode(refused)
-    results[#results + 1] = {id = id, error = e.error, message = e.message}
+    results[#results + 1] = refused
   else
     t.lease_until = tostring(until_ms)
-    index('ZADD', key('leases'), until_ms, id)
+    index('ZADD', key('leases'), until_ms, t.id)
     save(t, 'lease_until')
-    results[#results + 1] = {id = id, lease_until = until_ms}
+    results[#results + 1] = {id = t.id, lease_until = until_ms}
   end
 end
 batch_end()

@@ -14,31 +14,19 @@ local agent, speak = ARGV[4], ARGV[8] == '1'
 local done, completed = {}, {}
 batch_begin()
 for i = 9, #ARGV, 3 do
-  local id, token = ARGV[i], ARGV[i + 1]
-  local t = load_for_report(id)
-  local refused = nil
-  if not t then
-    refused = not_found(id)
-  elseif t.owner ~= agent and t.token == token then
-    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-  else
-    refused = check_owner(t, token)
-  end
+  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
   if refused then
-    local e = cjson.decode(refused)
-    done[#done + 1] = {id = id, error = e.error, message = e.message}
+    done[#done + 1] = refused
   else
     complete(t, ARGV[i + 2])
     completed[#completed + 1] = t
-    done[#done + 1] = {id = id, updated = tonumber(t.updated)}
+    done[#done + 1] = {id = t.id, updated = tonumber(t.updated)}
   end
 end
 batch_end()
 if speak then say_tasks(agent, 'done', 'done', completed) end
 local claimed, tip = {}, nil
 if tonumber(ARGV[7]) > 0 then
-  reclaim_expired(100)
-  claimed = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
-  if #claimed < tonumber(ARGV[7]) then tip = events_tip() end
+  claimed, tip = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
 end
 return cjson.encode({ok = true, done = done, tasks = claimed, tip = tip})

@@ -10,23 +10,15 @@ local agent, lease_ms, speak = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1'
 local results, started = {}, {}
 batch_begin()
 for i = 7, #ARGV, 2 do
-  local id = ARGV[i]
-  local t = load(id)
-  local refused = nil
-  if not t then
-    refused = not_found(id)
-  else
-    refused = check_owner(t, ARGV[i + 1])
-    if not refused and t.owner ~= agent then
-      refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-    end
-    if not refused then refused = start_one(t, lease_ms) end
+  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load)
+  if t then
+    local failed = start_one(t, lease_ms)
+    if failed then refused = refusal(t.id, failed) end
   end
   if refused then
-    local e = cjson.decode(refused)
-    results[#results + 1] = {id = id, error = e.error, message = e.message}
+    results[#results + 1] = refused
   else
-    results[#results + 1] = {id = id, task = t}
+    results[#results + 1] = {id = t.id, task = t}
     started[#started + 1] = t
   end
 end
