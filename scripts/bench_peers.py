@@ -55,8 +55,8 @@ from ceiling import bare_loop, redis_benchmark
 from contenders import PEER_ORDER, ROOT, Peer, Swarm, System, Worker, install, peer_requirements
 from report import Run, drill_cell, machine, render, write
 
-from swarm.board import Board, text
-from swarm.connection import open_redis
+from swarm.board import Board
+from swarm.connection import open_redis, text
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
 

@@ -1,34 +1,37 @@
 """The agent runtime: register, heartbeat, take assignments (or claim work when idle), run up to K
 tasks at once, report results, and shut down without losing work.
 
-Work is fenced: every board call carries the task's token, so a task this agent lost (its lease ran
-out while it was paused) is refused and its handler cancelled; SIGKILL needs no code here at all:
-the lease expires and the captain gives the task to someone else.
+Work is fenced: every board call carries the task's token, so a task this agent lost is refused.
+A handler never outlives its lease: when a renewal is refused, or the lease ran out while the agent
+was paused, the handler is stopped at once (a Python handler is cancelled; a command gets SIGTERM,
+then SIGKILL). Nor does it outlive the agent: a command's processes are killed by the agent's
+lifeline even when the agent is killed with SIGKILL (see `swarm.lifeline`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
 from anyio.abc import TaskGroup
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task
+from swarm.board import Board, Claimed, Settled, Task
 from swarm.bus import Bus, Consumer, Delivery
 from swarm.errors import BackendError, StaleToken, SwarmError
+from swarm.lifeline import Lifeline
 from swarm.protocol import Assignment, Command, HeartbeatBody, StatusBody, message, new_id
+from swarm.recorder import Recorder
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
-
-if TYPE_CHECKING:
-    from swarm.metrics import Metrics
+from swarm.settler import Finished, Settler
 
 log = structlog.get_logger("swarm.agent")
 
@@ -42,6 +45,9 @@ class Context:
     workspace: Path
     bus: Bus
     env: dict[str, str] = field(default_factory=dict)
+    board: Board | None = None
+    lifeline: Lifeline | None = None
+    """Where command handlers register their process groups, to die with the agent."""
 
     @property
     def artifacts(self) -> Path:
@@ -49,6 +55,13 @@ class Context:
         path = self.settings.home / "artifacts"
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+    async def owns(self, task: Task) -> bool:
+        """True while this agent still holds `task`: same owner and token, lease not run out. Ask
+        before an irreversible step (a push, a payment): a task whose lease was lost may already run
+        elsewhere, and its handler is about to be stopped."""
+        board = self.board or Board(self.bus.redis, self.settings)
+        return await board.holds(task.id, self.agent, task.token)
 
     async def progress(self, text: str, task_id: str | None = None) -> None:
         """Tell the swarm what the handler is doing (a status message on the bus)."""
@@ -66,7 +79,9 @@ class _Job:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lost: bool = False
     reported: bool = False
-    """Its outcome is queued for the settler (or settled): nothing to release on the way out."""
+    """Its completion is queued for the settler (or settled): nothing to release on the way out."""
+    deadline: float = 0.0
+    """When its lease runs out (monotonic clock) unless renewed: past it, the task is lost."""
     taken_ms: int = 0
     """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
     log_context: dict[str, str] = field(default_factory=dict)
@@ -79,7 +94,7 @@ class Agent:
     def __init__(
         self, redis: Redis, settings: Settings, card: AgentCard, handler: Handler, *,
         workspace: Path | None = None, grace_s: float = 10.0, claim: bool = True,
-        idle_chatter_s: float | None = None, env: dict[str, str] | None = None, metrics: Metrics | None = None,
+        idle_chatter_s: float | None = None, env: dict[str, str] | None = None, metrics: Recorder | None = None,
         prefetch: int = 0,
     ) -> None:
         self.settings = settings
@@ -93,12 +108,13 @@ class Agent:
         running on the board, are heartbeated like the rest, and are released, not run, on shutdown."""
         self.idle_chatter_s = idle_chatter_s
         self.instance = new_id()
-        self.metrics = metrics
-        self.bus = Bus(redis, settings, metrics)
+        self.metrics = metrics or Recorder()
+        self.bus = Bus(redis, settings, self.metrics)
         self.inbox: Consumer | None = None
-        self.board = Board(redis, settings)
+        self.board = Board(redis, settings, metrics=self.metrics)
         self.registry = Registry(redis, settings)
-        self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {})
+        self.lifeline = Lifeline()
+        self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {}, self.board, self.lifeline)
         self.jobs: dict[str, _Job] = {}
         self.completed = 0
         self.failed = 0
@@ -110,14 +126,18 @@ class Agent:
         self._replaced = anyio.Event()
         self._claiming = anyio.Lock()
         self._stopping = False
-        self._outbox: list[_Done] = []
-        self._starts: list[_Start] = []
-        self._kick = anyio.Event()
+        self.settler = Settler[_Job](self.board, card.name, self._caps, claiming=self._claiming,
+                                     room=self._room, settled=self._settled)
 
     @property
     def name(self) -> str:
         """The agent's name."""
         return self.card.name
+
+    @property
+    def stopping(self) -> bool:
+        """True once the agent stopped taking work and is draining what it runs."""
+        return self._stopping
 
     def readiness(self) -> tuple[bool, str]:
         """What /readyz says: ready once the inbox consumer group is attached."""
@@ -134,8 +154,10 @@ class Agent:
         streams = [self.bus.keys.inbox(self.name)] + [self.bus.keys.role(r) for r in self.card.roles]
         inbox = self.bus.consumer(self.name, self.instance, streams, start="$")
         await inbox.setup()
+        self.lifeline.start()
         self.inbox = inbox
         self.card = await self.registry.register(self.card, self.instance)
+        self.settler.caps = self._caps
         structlog.contextvars.bind_contextvars(agent=self.name)
         await self._say("online, ready for work", "idle")
         await self.bus.publish(message(HeartbeatBody(instance=self.instance, capacity=self.card.concurrency),
@@ -143,7 +165,7 @@ class Agent:
         try:
             async with anyio.create_task_group() as life:
                 life.start_soon(self._heartbeats)
-                life.start_soon(self._settler)
+                life.start_soon(self.settler.run)
                 async with anyio.create_task_group() as workers:
                     self._workers = workers
                     for _ in range(self.card.concurrency):
@@ -163,11 +185,12 @@ class Agent:
                     await self._drain()
                     workers.cancel_scope.cancel()
                 await self._release_queued()
-                await self._flush()
+                await self.settler.flush()
                 life.cancel_scope.cancel()
         finally:
             self._send_job.close()
             self._next_job.close()
+            self.lifeline.close()
             with anyio.CancelScope(shield=True):
                 await self.registry.deregister(self.name, self.instance)
                 await self._say("offline", "done")
@@ -195,8 +218,10 @@ class Agent:
 
     async def _claimer(self) -> None:
         """Claim when there is room and maybe work: at start, and after any claim came back short
-        (a settle's, or one after a failed or lost job), by waiting for board events after the moment
-        it did: not on a timer, and not while busy (a busy agent's completions claim its next tasks)."""
+        (a settle's, or one after a failed or lost job). Then it waits for a board event after the
+        moment the claim came back short, and claims again on the first one, or after a second
+        without any (a task whose retry backoff ended writes no event). Never while busy: a busy
+        agent's completions claim its next tasks."""
         events = self.bus.keys.events
         while True:
             self._hungry = anyio.Event()
@@ -209,7 +234,7 @@ class Agent:
                     await self.bus.redis.xread({events: tip}, block=1000, count=1)
                 else:
                     await anyio.sleep(0.5)  # Redis trouble: try again shortly
-            except Exception as exc:  # connection trouble: the next loop turn retries
+            except BackendError as exc:  # connection trouble: the next loop turn retries
                 log.warning("cannot read board events", error=str(exc))
                 await anyio.sleep(0.5)
 
@@ -222,26 +247,20 @@ class Agent:
             if self._stopping or free <= 0:
                 return None
             try:
-                tasks = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
+                claimed = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
             except BackendError as exc:
                 log.warning("cannot reach Redis to claim", error=str(exc))
                 return ""
-            self._said(len(tasks))
-            self._take(tasks)
-            return self.board.short_at
+            self._take(claimed)
+            return claimed.tip
 
-    def _take(self, claimed: list[Task]) -> None:
+    def _take(self, claimed: Claimed) -> None:
         """Run what a claim (or a settle's claim) took; when it took fewer than it asked for, the queue
         ran dry, and the claimer starts watching for new work."""
-        for task in claimed:
+        for task in claimed.tasks:
             self._spawn(task.id, task.token, task, task.updated)
-        if self.board.short_at is not None:
+        if claimed.tip is not None:
             self._hungry.set()
-
-    def _said(self, count: int) -> None:
-        """Count the status messages a board script wrote on this agent's behalf as published by it."""
-        if self.metrics is not None and count and self.board.speak:
-            self.metrics.on_publish_many(["status"] * count)
 
     @property
     def _caps(self) -> tuple[str, ...]:
@@ -267,7 +286,8 @@ class Agent:
             # and it was handed to us again): the old run is fenced off; the new one takes over.
             old.lost = True
             old.scope.cancel()
-        job = _Job(task_id, token, taken_ms=taken_ms, log_context=log_context or {})
+        job = _Job(task_id, token, taken_ms=taken_ms, log_context=log_context or {},
+                   deadline=time.monotonic() + self.settings.lease_s)
         self.jobs[task_id] = job
         self._send_job.send_nowait((job, claimed))
 
@@ -310,16 +330,18 @@ class Agent:
     async def _work(self, job: _Job, claimed: Task | None) -> None:
         went_on = False
         try:
-            task = claimed if claimed is not None else await self._start(job)
-            if self.metrics is not None:
-                self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
+            task = claimed if claimed is not None else await self.settler.start(job.task_id, job.token)
+            self.metrics.on_task_taken(task.kind, task.created, job.taken_ms or task.updated)
             # The claim or start script already said "working on" for us, in the same step.
             outcome = await self._run_handler(job, task)
             if outcome is None:
-                if self.metrics is not None:
-                    self.metrics.on_task_finished(task.kind, "lost", task.created, 0, 0)
+                self.metrics.on_task_finished(task.kind, "lost", task.created, 0, 0)
             elif outcome[0]:
-                went_on = self._report(job, task, outcome[1])
+                # The settler reports it with the others that finish meanwhile and refills the
+                # freed slot in the same call; this worker goes straight on to its next job.
+                job.reported = True
+                self.settler.report(Finished(job, task, job.token, outcome[1]))
+                went_on = True
             else:
                 await self._report_failure(job, task, outcome[1])
         except StaleToken as exc:
@@ -354,105 +376,34 @@ class Agent:
             return True, _result_text(result)
         return None
 
-    def _report(self, job: _Job, task: Task, result: str) -> bool:
-        """Queue the task's completion for the settler, which reports it with the others that finish
-        meanwhile (the script says it on the bus too) and claims the freed slots in the same call;
-        the worker goes straight on to its next job. True: the freed slot is the settler's to refill."""
-        job.reported = True
-        self._outbox.append(_Done(job, task, result))
-        self._kick.set()
-        return True
-
     async def _report_failure(self, job: _Job, task: Task, reason: str) -> None:
         after = await self.board.fail(job.task_id, job.token, reason)
-        self._said(1)
         self.failed += 1
-        if self.metrics is not None:
-            self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
+        self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
         log.warning("task failed", task=task.id, error=reason, state=after.state)
 
-    async def _start(self, job: _Job) -> Task:
-        """Start an assignment through the settler, batched with the others that arrived meanwhile."""
-        request = _Start(job)
-        self._starts.append(request)
-        self._kick.set()
-        await request.done.wait()
-        if isinstance(request.result, SwarmError):
-            raise request.result
-        assert request.result is not None
-        return request.result
+    def _room(self, finishing: int) -> int:
+        """How many tasks a settle of `finishing` tasks should claim: the slots it frees and any
+        others free (none when this agent does not claim, or is stopping)."""
+        if not self.claim or self._stopping:
+            return 0
+        return self.hold - len(self.jobs) + finishing
 
-    async def _start_batch(self, batch: list[_Start]) -> None:
-        backoff = 0.1
-        while True:
-            try:
-                results = await self.board.start_many(self.name, [(r.job.task_id, r.job.token) for r in batch])
-                break
-            except BackendError as exc:
-                log.warning("cannot reach Redis to start tasks; retrying", error=str(exc), backoff=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        self._said(sum(isinstance(result, Task) for _, result in results))
-        for request, (_, result) in zip(batch, results, strict=True):
-            request.result = result
-            request.done.set()
-
-    async def _settler(self) -> None:
-        """Start assignments and report finished tasks in batches (claiming the slots they free).
-
-        Group commit: while one call is in flight, tasks finishing meanwhile queue up and go
-        together in the next, so a busy agent pays one round trip for many tasks."""
-        while True:
-            await self._kick.wait()
-            self._kick = anyio.Event()
-            while self._outbox or self._starts:
-                if self._starts:
-                    starts, self._starts = self._starts, []
-                    await self._start_batch(starts)
-                if self._outbox:
-                    batch, self._outbox = self._outbox, []
-                    await self._settle(batch)
-
-    async def _flush(self) -> None:
-        """Report what finished but is not settled yet (the settler may be mid-call), before the
-        settler is cancelled: finished work is never left to a lease to be done again."""
-        with anyio.move_on_after(5.0, shield=True):
-            async with self._claiming:  # wait for a settle call in flight
-                pass
-            while self._outbox:
-                batch, self._outbox = self._outbox, []
-                await self._settle(batch, claim=False)
-
-    async def _settle(self, batch: list[_Done], *, claim: bool = True) -> None:
-        went_on = claim and self.claim and not self._stopping
-        reports = [(d.job.task_id, d.job.token, d.result) for d in batch]
-        backoff = 0.1
-        async with self._claiming:  # the freed slots are refilled in the same call
-            more = self.hold - len(self.jobs) + len(batch) if went_on else 0
-            while True:
-                try:
-                    settled, claimed = await self.board.settle(self.name, reports, claim=max(0, more), caps=self._caps)
-                    break
-                except BackendError as exc:  # the handlers' work is done: keep trying to say so
-                    log.warning("cannot reach Redis to report; retrying", error=str(exc), backoff=backoff)
-                    await anyio.sleep(backoff)
-                    backoff = min(backoff * 2, 5.0)
-            self._said(sum(r.error is None for r in settled) + len(claimed))
-            for report, result in zip(batch, settled, strict=True):
-                if result.error is None:
-                    self.completed += 1
-                    if self.metrics is not None:
-                        task = report.task
-                        self.metrics.on_task_finished(task.kind, "done", task.created, report.job.taken_ms,
-                                                      result.updated)
-                else:
-                    log.warning("completion refused", task=result.id, reason=str(result.error))
-                self._finished(report.job)
-            self._take(claimed)
+    def _settled(self, outcomes: list[tuple[Finished[_Job], Settled]], claimed: Claimed) -> None:
+        """A settle's outcome: count what was done, free the jobs, run what it claimed."""
+        for finished, result in outcomes:
+            if result.error is None:
+                self.completed += 1
+                task = finished.task
+                self.metrics.on_task_finished(task.kind, "done", task.created, finished.job.taken_ms, result.updated)
+            else:
+                log.warning("completion refused", task=result.id, reason=str(result.error))
+            self._finished(finished.job)
+        self._take(claimed)
 
     async def _heartbeats(self) -> None:
         """Keep the registry and every owned task's lease fresh; stop work that was lost."""
-        period = min(self.settings.heartbeat_s, self.settings.lease_s / 3)
+        period = self.settings.heartbeat_period_s
         while True:
             try:
                 if not await self.registry.heartbeat(self.name, self.instance):
@@ -460,17 +411,27 @@ class Agent:
                     self._replaced.set()
                 # Finished jobs are the settler's to report: their leases no longer matter.
                 held = [job for job in self.jobs.values() if not job.reported]
+                sent = time.monotonic()
+                for job in held:  # (first thing after a pause: a lease that ran out meanwhile is lost)
+                    if sent > job.deadline:
+                        self._lose(job, "the lease ran out before it was renewed (was the agent paused?)")
+                held = [job for job in held if not job.lost]
                 renewed = await self.board.renew(self.name, [(job.task_id, job.token) for job in held]) if held else []
                 for job, (_, error) in zip(held, renewed, strict=True):
-                    if error is not None and not job.reported:  # (not one that finished meanwhile)
-                        log.warning("lease lost; abandoning task", task=job.task_id, reason=str(error))
-                        job.lost = True
-                        job.scope.cancel()
+                    if error is None:
+                        job.deadline = sent + self.settings.lease_s
+                    elif not job.reported:  # (not one that finished meanwhile)
+                        self._lose(job, str(error))
             except BackendError as exc:
                 log.warning("cannot reach Redis to heartbeat", error=str(exc))
-                if self.metrics is not None:
-                    self.metrics.redis_errors.labels("agent").inc()
+                self.metrics.on_redis_error("agent")
             await anyio.sleep(period)
+
+    def _lose(self, job: _Job, reason: str) -> None:
+        """The task is no longer ours: stop its handler now (it may already run elsewhere)."""
+        log.warning("lease lost; stopping the task's handler", task=job.task_id, reason=reason)
+        job.lost = True
+        job.scope.cancel()
 
     async def _say(self, text: str, state: str, task_id: str | None = None) -> None:
         try:
@@ -478,24 +439,6 @@ class Agent:
                                            sender=self.name))
         except SwarmError as exc:
             log.warning("status not sent", error=str(exc))
-
-
-@dataclass
-class _Start:
-    """An assignment waiting for the settler to start it."""
-
-    job: _Job
-    done: anyio.Event = field(default_factory=anyio.Event)
-    result: Task | SwarmError | None = None
-
-
-@dataclass
-class _Done:
-    """A finished task waiting for the settler to report it."""
-
-    job: _Job
-    task: Task
-    result: str
 
 
 async def _set_on(event: anyio.Event, scope: anyio.CancelScope) -> None:

@@ -17,17 +17,17 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
-from swarm.connection import translated
+from swarm.connection import doing, text
 from swarm.errors import ConfigError, IllegalTransition, NotLeader, NotReady, StaleToken, SwarmError, TaskNotFound
 from swarm.keys import Keys
 from swarm.lua import Scripts
-from swarm.protocol import AGENT_PATTERN, TaskEvent, decode, new_id
+from swarm.protocol import AGENT_PATTERN, KIND_PATTERN, TaskEvent, decode, new_id
+from swarm.recorder import Recorder
 from swarm.settings import Settings
 
 State = Literal["open", "assigned", "running", "done", "failed", "blocked", "cancelled"]
 STATES: tuple[State, ...] = ("open", "assigned", "running", "blocked", "done", "failed", "cancelled")
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
-KIND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 _AGENT = re.compile(AGENT_PATTERN)
 
 _ERRORS: dict[str, type[SwarmError]] = {
@@ -38,6 +38,13 @@ _ERRORS: dict[str, type[SwarmError]] = {
     "not_leader": NotLeader,
     "invalid": ConfigError,
 }
+
+
+def refused(reply: dict[str, Any]) -> SwarmError | None:
+    """The error a script's reply (or one item of a batched reply) carries, None when it has none."""
+    if "error" not in reply:
+        return None
+    return _ERRORS.get(reply["error"], SwarmError)(reply["message"])
 
 
 class TaskSpec(BaseModel):
@@ -115,11 +122,6 @@ class Task(BaseModel):
         return self.model_dump(mode="json")
 
 
-def text(value: bytes | str) -> str:
-    """A Redis reply value as text."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _split(value: str, sep: str) -> tuple[str, ...]:
     return tuple(v for v in value.split(sep) if v) if value else ()
 
@@ -146,6 +148,20 @@ class Settled:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """What a claim took. `tip` is set when it took fewer tasks than asked for: the board-event
+    stream's newest id at that moment (wait for events after it to learn of new work)."""
+
+    tasks: list[Task]
+    tip: str | None = None
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> Claimed:
+        """From a claim's or settle's reply."""
+        return cls([Task.from_redis(t) for t in reply.get("tasks") or []], reply.get("tip"))
+
+
+@dataclass(frozen=True, slots=True)
 class BoardView:
     """What the captain needs for one round of assignments."""
 
@@ -158,7 +174,8 @@ class BoardView:
 class Board:
     """Every task operation of one swarm; each mutation is one atomic script call."""
 
-    def __init__(self, redis: Redis, settings: Settings, *, speak: bool = True) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, speak: bool = True, metrics: Recorder | None = None,
+                 ) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
@@ -166,9 +183,12 @@ class Board:
         self.speak = speak
         """Owner transitions also write the owner's status message on the bus ("working on t-3: ...",
         "done t-3: ...", "failed t-3: ..."), in the same script call."""
-        self.short_at: str | None = None
-        """After a `claim` or `settle` that took fewer tasks than asked: the board-event stream's newest
-        id at that moment (wait for events after it to learn of new work); None after one that did not."""
+        self.metrics = metrics or Recorder()
+        """Counts those status messages as published (by the owner's process)."""
+
+    def _said(self, count: int) -> None:
+        if count and self.speak:
+            self.metrics.on_publish_many(["status"] * count)
 
     @property
     def lease_ms(self) -> int:
@@ -176,14 +196,15 @@ class Board:
         return int(self.settings.lease_s * 1000)
 
     async def _call(self, script: str, *args: str | int | float) -> dict[str, Any]:
-        with translated(f"running board script {script}"):
+        with doing(f"running board script {script}"):
             raw = await self.scripts[script](
                 keys=[self.keys.events],
                 args=[self.keys.prefix, new_id(), self.settings.stream_maxlen, *args],
             )
         reply: dict[str, Any] = json.loads(raw)
-        if "error" in reply:
-            raise _ERRORS.get(reply["error"], SwarmError)(reply["message"])
+        error = refused(reply)
+        if error is not None:
+            raise error
         return reply
 
     async def _task(self, script: str, *args: str | int | float) -> Task:
@@ -203,7 +224,7 @@ class Board:
 
     async def get(self, task_id: str) -> Task:
         """One task, or TaskNotFound."""
-        with translated("reading a task"):
+        with doing("reading a task"):
             fields = await self.redis.hgetall(self.keys.task(task_id))
         if not fields:
             raise TaskNotFound(f"no task {task_id} on this board; `swarm task list` shows the ids")
@@ -212,13 +233,13 @@ class Board:
     async def tasks(self, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Task]:
         """Tasks, oldest first, optionally of one state and/or kind."""
         index = self.keys.state(state) if state else self.keys.tasks
-        with translated("listing tasks"):
+        with doing("listing tasks"):
             ids = cast(list[bytes], await self.redis.zrange(index, 0, -1 if kind else limit - 1))
         tasks = [t for t in await self._many(ids) if kind is None or t.kind == kind]
         return tasks[:limit]
 
     async def _many(self, ids: Sequence[bytes | str]) -> list[Task]:
-        with translated("reading tasks"):
+        with doing("reading tasks"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in ids:
                     pipe.hgetall(self.keys.task(text(task_id)))
@@ -227,7 +248,7 @@ class Board:
 
     async def counts(self) -> dict[str, int]:
         """Number of tasks in each state."""
-        with translated("counting tasks"):
+        with doing("counting tasks"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for state in STATES:
                     pipe.zcard(self.keys.state(state))
@@ -236,14 +257,14 @@ class Board:
 
     async def ready(self, limit: int = 1000) -> list[Task]:
         """Ready tasks in claim order: open, dependencies done, not backing off."""
-        with translated("reading the ready queue"):
+        with doing("reading the ready queue"):
             ids = cast(list[bytes], await self.redis.zrange(self.keys.ready, 0, limit - 1))
         return await self._many(ids)
 
     async def history(self, task_id: str) -> list[TaskEvent]:
         """Every transition of the task, oldest first."""
         await self.get(task_id)
-        with translated("reading task history"):
+        with doing("reading task history"):
             rows = await self.redis.lrange(self.keys.history(task_id), 0, -1)
         events: list[TaskEvent] = []
         for row in rows:
@@ -252,14 +273,24 @@ class Board:
                 events.append(msg)
         return events
 
+    async def holds(self, task_id: str, agent: str, token: int) -> bool:
+        """True while `agent` owns the task with `token` and its lease has not run out (server clock)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hmget(self.keys.task(task_id), ["owner", "token", "state", "lease_until"])
+            pipe.time()
+            (owner, current, state, until), (seconds, micros) = await pipe.execute()
+        now = int(seconds) * 1000 + int(micros) // 1000
+        return (text(owner or b""), int(current or 0), text(state or b"")) in {
+            (agent, token, "assigned"), (agent, token, "running")} and int(until or 0) > now
+
     async def owned(self, agent: str) -> set[str]:
         """Ids of the tasks `agent` owns now."""
-        with translated("reading an agent's tasks"):
+        with doing("reading an agent's tasks"):
             return {text(i) for i in await self.redis.smembers(self.keys.owned(agent))}
 
     async def affinity(self, agent: str) -> set[str]:
         """Files `agent` has finished tasks on."""
-        with translated("reading affinity"):
+        with doing("reading affinity"):
             return {text(i) for i in await self.redis.smembers(self.keys.affinity(agent))}
 
     # --- the captain's and humans' transitions -------------------------------------------------
@@ -284,10 +315,7 @@ class Board:
             _check_agent(agent)
             args += (task_id, agent, instance, new_id())
         reply = await self._call("assign_many", "" if epoch is None else epoch, self.lease_ms, *args)
-        return [
-            (r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else None)
-            for r in reply.get("results") or []
-        ]
+        return [(r["id"], refused(r)) for r in reply.get("results") or []]
 
     async def cancel(self, task_id: str, reason: str = "cancelled") -> Task:
         """Cancel a non-terminal task; its owner's token stops working."""
@@ -322,15 +350,16 @@ class Board:
     # --- the owner's transitions ---------------------------------------------------------------
     async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:
         """Take the best ready task `agent` is capable of (`*` = anything); None when none is."""
-        tasks = await self.claim(agent, caps, 1)
+        tasks = (await self.claim(agent, caps, 1)).tasks
         return tasks[0] if tasks else None
 
-    async def claim(self, agent: str, caps: Sequence[str], count: int) -> list[Task]:
+    async def claim(self, agent: str, caps: Sequence[str], count: int) -> Claimed:
         """Take up to `count` of the best ready tasks `agent` is capable of, in one atomic step."""
         _check_agent(agent)
-        reply = await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak)
-        self.short_at = reply.get("tip")
-        return [] if reply.get("empty") else [Task.from_redis(t) for t in reply["tasks"]]
+        claimed = Claimed.from_reply(
+            await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak))
+        self._said(len(claimed.tasks))
+        return claimed
 
     async def start_many(self, agent: str, started: Sequence[tuple[str, int]]) -> list[tuple[str, Task | SwarmError]]:
         """`start` for every `(task id, token)` of `agent` in one script call: per task, the running
@@ -340,10 +369,9 @@ class Board:
         for task_id, token in started:
             flat += (task_id, str(token))
         reply = await self._call("start_many", agent, self.lease_ms, self._speak, *flat)
-        return [
-            (r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else Task.from_redis(r["task"]))
-            for r in reply.get("results") or []
-        ]
+        results = [(r["id"], refused(r) or Task.from_redis(r["task"])) for r in reply.get("results") or []]
+        self._said(sum(isinstance(result, Task) for _, result in results))
+        return results
 
     async def renew(self, agent: str, held: Sequence[tuple[str, int]]) -> list[tuple[str, SwarmError | None]]:
         """`heartbeat` for every `(task id, token)` `agent` holds, in one script call: per task, None
@@ -353,12 +381,11 @@ class Board:
         for task_id, token in held:
             flat += (task_id, str(token))
         reply = await self._call("renew", agent, self.lease_ms, *flat)
-        return [(r["id"], _ERRORS.get(r["error"], SwarmError)(r["message"]) if "error" in r else None)
-                for r in reply.get("results") or []]
+        return [(r["id"], refused(r)) for r in reply.get("results") or []]
 
     async def settle(
         self, agent: str, done: Sequence[tuple[str, int, str]], *, claim: int = 0, caps: Sequence[str] = ()
-    ) -> tuple[list[Settled], list[Task]]:
+    ) -> tuple[list[Settled], Claimed]:
         """Report many `(task id, token, result)` as done and claim up to `claim` ready tasks, in one
         script call (what a busy agent does with the slots its finished tasks free). A refused
         report (stale token, not running) comes back with its error; the others still count."""
@@ -367,13 +394,10 @@ class Board:
         for task_id, token, result in done:
             flat += (task_id, str(token), result)
         reply = await self._call("settle", agent, ",".join(caps) or "*", self.lease_ms, claim, self._speak, *flat)
-        self.short_at = reply.get("tip")
-        settled = [
-            Settled(d["id"], int(d.get("updated") or 0),
-                    _ERRORS.get(d["error"], SwarmError)(d["message"]) if "error" in d else None)
-            for d in reply.get("done") or []
-        ]
-        return settled, [Task.from_redis(t) for t in reply.get("tasks") or []]
+        settled = [Settled(d["id"], int(d.get("updated") or 0), refused(d)) for d in reply.get("done") or []]
+        claimed = Claimed.from_reply(reply)
+        self._said(sum(r.error is None for r in settled) + len(claimed.tasks))
+        return settled, claimed
 
     @property
     def _speak(self) -> str:
@@ -400,7 +424,9 @@ class Board:
 
     async def fail(self, task_id: str, token: int, reason: str, *, retry: bool = True) -> Task:
         """-> open after a backoff while attempts remain (and `retry`), else failed with `reason`."""
-        return await self._own("fail", task_id, token, reason, retry)
+        task = await self._own("fail", task_id, token, reason, retry)
+        self._said(1)
+        return task
 
     async def release(self, task_id: str, token: int, note: str = "released") -> Task:
         """Give the task back (graceful shutdown): open again now, the attempt not counted."""

@@ -10,22 +10,18 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, cast
 
-import anyio
-import redis.exceptions as rex
 import structlog
 from redis.asyncio import Redis
 
-from swarm.connection import translated
-from swarm.errors import BackendError, ConnectionLost, DecodeError
-from swarm.keys import FIELD, Keys
+from swarm.connection import Backoff, doing, retrying, text
+from swarm.errors import BackendError, DecodeError
+from swarm.keys import FIELD, FIELD_BYTES, Keys
 from swarm.lua import Scripts
 from swarm.protocol import Message, decode, encode, now_ms
+from swarm.recorder import Recorder
 from swarm.settings import Settings
-
-if TYPE_CHECKING:
-    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.bus")
 
@@ -33,7 +29,6 @@ PUBLISH_CHUNK = 1_000
 """Messages per EVALSHA in `publish_many`: big enough to amortise, small enough not to stall Redis."""
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,24 +60,23 @@ Handler = Callable[[Delivery], Awaitable[None]]
 class Bus:
     """Publishing and dead letters for one swarm; `consumer()` builds readers."""
 
-    def __init__(self, redis: Redis, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(self, redis: Redis, settings: Settings, metrics: Recorder | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
         self.scripts = Scripts(redis)
-        self.metrics = metrics
+        self.metrics = metrics or Recorder()
 
     async def publish(self, msg: Message) -> str:
         """Append `msg` to its recipient's stream; returns the stream entry id."""
         payload = encode(msg, self.settings.max_message_bytes)
-        with translated("publishing a message"):
+        with doing("publishing a message"):
             entry = await self.redis.xadd(
                 self.keys.stream_for(msg.to), {FIELD: payload},
                 maxlen=self.settings.stream_maxlen, approximate=True,
             )
-        if self.metrics is not None:
-            self.metrics.on_publish(msg.kind)
-        return _text(entry)
+        self.metrics.on_publish(msg.kind)
+        return text(entry)
 
     async def publish_many(self, msgs: Iterable[Message]) -> list[str]:
         """Append many messages in few round trips (one script call per chunk); ids in order."""
@@ -105,38 +99,36 @@ class Bus:
             stream = self.keys.stream_for(msg.to)
             index = streams.setdefault(stream, len(streams) + 1)
             args += (index, encode(msg, limit))
-        with translated("publishing a batch"):
+        with doing("publishing a batch"):
             ids: list[bytes] = await self.scripts["publish"](keys=list(streams), args=args)
-        if self.metrics is not None:
-            self.metrics.on_publish_many(m.kind for m in msgs)
+        self.metrics.on_publish_many(m.kind for m in msgs)
         return [i.decode() for i in ids]
 
     async def last_id(self, stream: str) -> str:
         """The id of the newest entry in `stream` ("0-0" when empty): where a plain XREAD that must
         not miss anything starts (`$` would skip entries that arrive between two reads)."""
-        with translated("reading a stream's last id"):
+        with doing("reading a stream's last id"):
             rows = cast(list[Entry], await self.redis.xrevrange(stream, count=1))
-        return _text(rows[0][0]) if rows else "0-0"
+        return text(rows[0][0]) if rows else "0-0"
 
     async def dead_letter(self, stream: str, group: str, entry_id: str, reason: str, consumer: str,
                           *, kind: str = "unknown") -> str:
         """Move one pending entry to the dead-letter stream with `reason`, acking it in the same step
         (`kind`, when known, is only for the metrics)."""
-        with translated("dead-lettering an entry"):
+        with doing("dead-lettering an entry"):
             dl: bytes = await self.scripts["dead_letter"](
                 keys=[stream, self.keys.dlq],
                 args=[group, entry_id, reason, consumer, self.settings.stream_maxlen, now_ms()],
             )
         log.warning("dead-lettered", stream=self.keys.short(stream), entry=entry_id, reason=reason)
-        if self.metrics is not None:
-            self.metrics.dead_lettered.labels(kind).inc()
+        self.metrics.on_dead_letter(kind)
         return dl.decode()
 
     async def kind_of(self, stream: str, entry_id: str) -> str:
         """The kind of the message in one stream entry (`undecodable`, or `unknown` once trimmed)."""
-        with translated("reading a stream entry"):
+        with doing("reading a stream entry"):
             rows = cast(list[Entry], await self.redis.xrange(stream, entry_id, entry_id, count=1))
-        raw = (rows[0][1] or {}).get(FIELD.encode()) if rows else None
+        raw = (rows[0][1] or {}).get(FIELD_BYTES) if rows else None
         if raw is None:
             return "unknown"
         try:
@@ -146,7 +138,7 @@ class Bus:
 
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The newest `count` dead letters, newest first."""
-        with translated("reading the dead-letter stream"):
+        with doing("reading the dead-letter stream"):
             rows = cast(list[Entry], await self.redis.xrevrange(self.keys.dlq, count=count))
         return [_dead_letter(entry_id, fields or {}) for entry_id, fields in rows]
 
@@ -175,32 +167,28 @@ class Consumer:
         """Create the groups (and streams) that do not exist yet; idempotent."""
         for stream in self.streams:
             try:
-                with translated("creating a consumer group"):
-                    await self._redis.xgroup_create(stream, self.group, id=self.start, mkstream=True)
-            except ConnectionLost:
-                raise
-            except Exception as exc:  # BUSYGROUP: it exists already, which is what we want
-                if "BUSYGROUP" not in str(exc):
+                await self._redis.xgroup_create(stream, self.group, id=self.start, mkstream=True)
+            except BackendError as exc:
+                if exc.code != "BUSYGROUP":  # BUSYGROUP: it exists already, which is what we want
                     raise
         self.attached = True
 
     async def read(self, block_ms: int | None = None) -> list[Delivery]:
         """New entries (blocking up to `block_ms`), decoded; bad ones are dead-lettered, not returned."""
         block = self._settings.block_ms if block_ms is None else block_ms
-        with translated("reading a stream"):
-            try:
-                reply = await self._redis.xreadgroup(
-                    self.group, self.name, dict.fromkeys(self.streams, ">"),
-                    count=self._settings.read_count, block=block,
-                )
-            except rex.ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.setup()  # the stream was deleted under us: recreate and read again
-                return []
+        try:
+            reply = await self._redis.xreadgroup(
+                self.group, self.name, dict.fromkeys(self.streams, ">"),
+                count=self._settings.read_count, block=block,
+            )
+        except BackendError as exc:
+            if exc.code != "NOGROUP":
+                raise
+            await self.setup()  # the stream was deleted under us: recreate and read again
+            return []
         out: list[Delivery] = []
         for stream_b, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
-            out += await self._decode_all(_text(stream_b), entries)
+            out += await self._decode_all(text(stream_b), entries)
         return out
 
     async def ack(self, deliveries: Iterable[Delivery]) -> None:
@@ -213,7 +201,7 @@ class Consumer:
     async def _ack_ids(self, by_stream: dict[str, list[str]]) -> None:
         if not by_stream:
             return
-        with translated("acknowledging"):
+        with doing("acknowledging"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 for stream, ids in by_stream.items():
                     pipe.xack(stream, self.group, *ids)
@@ -223,14 +211,14 @@ class Consumer:
         """Take back this consumer's own pending entries after a restart (counting the redelivery)."""
         out: list[Delivery] = []
         for stream in self.streams:
-            with translated("listing own pending entries"):
+            with doing("listing own pending entries"):
                 pending = await self._redis.xpending_range(
                     stream, self.group, min="-", max="+", count=self._settings.read_count,
                     consumername=self.name,
                 )
             ids = await self._over_limit(stream, pending)
             if ids:
-                with translated("claiming own pending entries"):
+                with doing("claiming own pending entries"):
                     claimed = await self._redis.xclaim(stream, self.group, self.name, 0, list[Any](ids))
                 out += await self._decode_all(stream, cast(list[Entry], claimed))
         return out
@@ -241,18 +229,18 @@ class Consumer:
         idle = self._settings.reclaim_idle_ms
         out: list[Delivery] = []
         for stream in self.streams:
-            with translated("listing idle pending entries"):
+            with doing("listing idle pending entries"):
                 pending = await self._redis.xpending_range(
                     stream, self.group, min="-", max="+", count=self._settings.read_count, idle=idle
                 )
             await self._over_limit(stream, pending)
-            with translated("reclaiming idle entries"):
+            with doing("reclaiming idle entries"):
                 reply = await self._redis.xautoclaim(
                     stream, self.group, self.name, idle, start_id=self._cursors[stream],
                     count=self._settings.read_count,
                 )
             cursor, claimed = cast(tuple[bytes, list[Entry]], tuple(reply)[:2])
-            self._cursors[stream] = _text(cursor)
+            self._cursors[stream] = text(cursor)
             out += await self._decode_all(stream, claimed)
         return out
 
@@ -262,36 +250,25 @@ class Consumer:
         A handler that raises leaves its entry pending: it is redelivered after `reclaim_idle_ms`
         and dead-lettered after `max_deliveries`. Connection loss is retried with backoff.
         """
-        await self._retrying(self.setup)
-        await self._handle(await self._retrying(self.resume), handler)
+        await retrying(self.setup, "create consumer groups", group=self.group)
+        await self._handle(await retrying(self.resume, "resume pending entries", group=self.group), handler)
         every = self._settings.reclaim_every_s
         next_reclaim = time.monotonic() + every
-        backoff = 0.1
+        backoff = Backoff()
+        metrics = self.bus.metrics
         while True:
             try:
                 if time.monotonic() >= next_reclaim:
                     await self._handle(await self.reclaim(), handler)
                     next_reclaim = time.monotonic() + every
                 await self._handle(await self.read(), handler)
-                if backoff > 0.1 and self.bus.metrics is not None:  # it had failed: that was a reconnect
-                    self.bus.metrics.redis_reconnects.labels("consumer").inc()
-                backoff = 0.1
+                if backoff.failing:  # it had failed: that was a reconnect
+                    metrics.on_reconnect("consumer")
+                    backoff.reset()
             except BackendError as exc:
-                log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff)
-                if self.bus.metrics is not None:
-                    self.bus.metrics.redis_errors.labels("consumer").inc()
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-
-    async def _retrying(self, step: Callable[[], Awaitable[_T]]) -> _T:
-        backoff = 0.1
-        while True:
-            try:
-                return await step()
-            except BackendError as exc:
-                log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                log.warning("connection lost; retrying", group=self.group, error=str(exc), backoff=backoff.delay)
+                metrics.on_redis_error("consumer")
+                await backoff.wait()
 
     async def _handle(self, deliveries: list[Delivery], handler: Handler) -> None:
         done: list[Delivery] = []
@@ -308,7 +285,7 @@ class Consumer:
                 else:
                     done.append(delivery)
         await self.ack(done)
-        if self.bus.metrics is not None and deliveries:
+        if deliveries:
             self.bus.metrics.on_handled(self.group, [d.message.kind for d in done], failed)
 
     async def _over_limit(self, stream: str, pending: Sequence[dict[str, Any]]) -> list[str]:
@@ -316,11 +293,11 @@ class Consumer:
         keep: list[str] = []
         limit = self._settings.max_deliveries
         for row in pending:
-            entry = _text(row["message_id"])
+            entry = text(row["message_id"])
             times = int(str(row["times_delivered"]))
             if times >= limit:
                 reason = f"delivered {times} times without an ack (max_deliveries={limit})"
-                kind = await self.bus.kind_of(stream, entry) if self.bus.metrics is not None else "unknown"
+                kind = await self.bus.kind_of(stream, entry) if self.bus.metrics.enabled else "unknown"
                 await self.bus.dead_letter(stream, self.group, entry, reason, self.name, kind=kind)
             else:
                 keep.append(entry)
@@ -335,7 +312,7 @@ class Consumer:
                 await self._ack_ids({stream: [entry_id]})
                 continue
             try:
-                raw = fields.get(FIELD.encode())
+                raw = fields.get(FIELD_BYTES)
                 if raw is None or len(fields) != 1:
                     raise DecodeError(f"stream entry must have exactly one field {FIELD!r} holding the JSON")
                 msg = decode(raw, limit)
@@ -348,10 +325,6 @@ class Consumer:
                 continue
             out.append(Delivery(stream, entry_id, msg))
         return out
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:

@@ -11,24 +11,22 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task, text
+from swarm.board import Board, Task
 from swarm.bus import Bus
-from swarm.connection import translated
+from swarm.connection import doing, text
 from swarm.errors import BackendError, NotLeader
-from swarm.keys import Keys
+from swarm.keys import FIELD_BYTES, Keys
 from swarm.lua import Scripts
 from swarm.protocol import new_id, now_ms
+from swarm.recorder import Recorder
 from swarm.registry import AgentInfo, Registry, parse_card
 from swarm.settings import Settings
-
-if TYPE_CHECKING:
-    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.captain")
 
@@ -42,13 +40,38 @@ class Slot:
     affinity: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class Leader:
+    """The captain holding the leader lease, if any (what `swarm captain status` and `swarm health` say)."""
+
+    instance: str | None
+    epoch: int | None
+    lease_ms: int | None
+    last_epoch: int
+
+    @property
+    def leading(self) -> bool:
+        """True while some captain holds the lease."""
+        return self.instance is not None
+
+    @classmethod
+    def from_lease(cls, value: bytes | None, ttl: int, last: bytes | None) -> Leader:
+        """From what GET and PTTL of `Keys.leader` and GET of `Keys.epoch` return. The lease holds
+        `<epoch>:<instance>`, as the `leader` script writes it."""
+        last_epoch = int(last or 0)
+        if value is None:
+            return cls(None, None, None, last_epoch)
+        epoch, _, instance = value.decode().partition(":")
+        return cls(instance, int(epoch), max(0, int(ttl)), last_epoch)
+
+
 QUIET_EVENTS = (b'"event":"assigned"', b'"event":"started"', b'"event":"claimed"', b'"event":"reassigned"')
 """Board events that neither add work nor free capacity: no reason to look at the board again."""
 
 
 def _frees(fields: dict[bytes, bytes]) -> bool:
     """True for a board event that may make a task assignable (new, back to open, capacity freed)."""
-    raw = fields.get(b"m", b"")
+    raw = fields.get(FIELD_BYTES, b"")
     return not any(quiet in raw for quiet in QUIET_EVENTS)
 
 
@@ -80,13 +103,13 @@ class Captain:
     """One captain process; several may run, one leads (see `run`)."""
 
     def __init__(self, redis: Redis, settings: Settings, instance: str | None = None, *,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Recorder | None = None) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.name)
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
-        self.metrics = metrics
+        self.metrics = metrics or Recorder()
         self.bus = Bus(redis, settings, metrics)
         self.instance = instance or new_id()
         self.epoch = 0
@@ -110,7 +133,7 @@ class Captain:
     async def elect(self) -> int:
         """Acquire or renew the leader lease; returns our epoch, or 0 when another captain leads."""
         lease_ms = int(self.settings.leader_lease_s * 1000)
-        with translated("renewing the leader lease"):
+        with doing("renewing the leader lease"):
             epoch = int(await self._scripts["leader"](keys=[self.keys.leader, self.keys.epoch],
                                                       args=[self.instance, lease_ms]))
         if epoch and not self.epoch:
@@ -120,13 +143,12 @@ class Captain:
             log.warning("lost the leader lease; standing by", instance=self.instance, epoch=self.epoch)
         self.epoch = epoch
         self.renewed = time.monotonic()
-        if self.metrics is not None:
-            self.metrics.leading.set(1 if epoch else 0)
+        self.metrics.on_leading(bool(epoch))
         return epoch
 
     async def resign(self) -> None:
         """Give the leader lease up now (clean shutdown), so a standby need not wait for it to expire."""
-        with translated("releasing the leader lease"):
+        with doing("releasing the leader lease"):
             await self._scripts["leader"](keys=[self.keys.leader, self.keys.epoch], args=[self.instance, "release"])
         self.epoch = 0
 
@@ -186,14 +208,14 @@ class Captain:
             else:  # claimed or cancelled meanwhile: fine, the next round sees the board as it is
                 log.debug("task moved before assignment", task=task_id, reason=str(error))
         self.assigned += placed
-        if self.metrics is not None and placed:
-            self.metrics.assignments.inc(placed)
+        if placed:
+            self.metrics.on_assigned(placed)
         return placed
 
     async def slots(self) -> list[Slot]:
         """Live agents with their current load and affinity (for `why`; a round uses `Board.view`)."""
         agents = [a for a in await self.registry.all() if a.liveness == "alive"]
-        with translated("reading agent loads"):
+        with doing("reading agent loads"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for a in agents:
                     pipe.scard(self.keys.owned(a.card.name))
@@ -227,15 +249,14 @@ class Captain:
                 if not self.leading:
                     # Stand by until the leader's lease runs out, not a whole period: polling every
                     # period would let a dead leader's work wait up to 4/3 of a lease.
-                    with translated("reading the leader lease"):
+                    with doing("reading the leader lease"):
                         left_ms = int(await self.redis.pttl(self.keys.leader))
                     wait = min(period, max(left_ms, 0) / 1000 + 0.005)
             except BackendError as exc:
                 log.warning("cannot reach Redis for the leader lease", error=str(exc))
                 self.epoch = 0
-                if self.metrics is not None:
-                    self.metrics.redis_errors.labels("captain").inc()
-                    self.metrics.leading.set(0)
+                self.metrics.on_redis_error("captain")
+                self.metrics.on_leading(False)
             await anyio.sleep(wait)
 
     async def _listen(self) -> None:
@@ -244,7 +265,7 @@ class Captain:
         streams: dict[Any, Any] = {s: await self.bus.last_id(s) for s in (self.keys.events, self.keys.captain)}
         while True:
             try:
-                with translated("waiting for board events"):
+                with doing("waiting for board events"):
                     reply = cast(list[Any], await self.redis.xread(streams, block=1000, count=1000))
             except BackendError as exc:
                 log.warning("cannot reach Redis for events", error=str(exc))
@@ -254,9 +275,9 @@ class Captain:
             for stream, entries in reply or []:
                 name = text(stream)
                 streams[name] = text(entries[-1][0])
-                if self.metrics is not None and self.leading and name == self.keys.events:
+                if self.metrics.enabled and self.leading and name == self.keys.events:
                     # Only the leader counts transitions, so summing over captains counts each once.
-                    self.metrics.on_board_events(fields.get(b"m", b"") for _, fields in entries)
+                    self.metrics.on_board_events(fields.get(FIELD_BYTES, b"") for _, fields in entries)
                 wake = wake or name != self.keys.events or any(_frees(fields) for _, fields in entries)
             if wake:
                 self.wake()
@@ -320,7 +341,7 @@ class Captain:
         if not free:
             busy = ", ".join(f"{s.info.card.name} {s.load}/{s.info.card.concurrency}" for s in capable)
             return f"{task.id} is ready; every capable agent is at capacity ({busy})."
-        with translated("reading the leader"):
+        with doing("reading the leader"):
             leader = await self.redis.get(self.keys.leader)
         if leader is None:
             return f"{task.id} is ready and {free[0].info.card.name} could take it, but no captain leads: " \

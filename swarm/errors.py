@@ -32,7 +32,12 @@ class ServerError(SwarmError):
 
 
 class BackendError(SwarmError):
-    """Raised when Redis answers with an error swarm did not expect (a translated redis-py error)."""
+    """Raised when Redis answers with an error swarm did not expect (a translated redis-py error).
+    `code` is the error's leading word when Redis gave one (`BUSYGROUP`, `NOGROUP`, `NOPERM`)."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ConnectionLost(BackendError):
@@ -57,3 +62,8 @@ class NotReady(IllegalTransition):
 
 class NotLeader(SwarmError):
     """Raised when a captain that lost (or never had) the leader lease tries to assign."""
+
+
+class CommandFailed(SwarmError):
+    """Raised by the command handler (`cmd:` cards) when its command is not found, exits non-zero or
+    times out; the agent turns it into a task failure."""

@@ -15,8 +15,9 @@ from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
-from swarm.board import STATES, TERMINAL, text
-from swarm.connection import translated
+from swarm.board import STATES, TERMINAL
+from swarm.captain import Leader
+from swarm.connection import doing, text
 from swarm.keys import Keys
 from swarm.protocol import now_ms
 from swarm.registry import Registry
@@ -47,16 +48,6 @@ class Stream:
     stream: str
     length: int
     added: int
-
-
-@dataclass(frozen=True, slots=True)
-class Leader:
-    """The captain holding the leader lease, if any."""
-
-    instance: str | None
-    epoch: int | None
-    lease_ms: int | None
-    last_epoch: int
 
 
 @dataclass
@@ -106,7 +97,7 @@ class Census:
         names += [self.keys.inbox(a.card.name) for a in agents]
         names += sorted({self.keys.role(r) for a in agents for r in a.card.roles})
         keys = self.keys
-        with translated("reading swarm figures"):
+        with doing("reading swarm figures"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for state in ALL_STATES:
                     pipe.zcard(keys.state(state))
@@ -123,7 +114,7 @@ class Census:
         at = len(ALL_STATES)
         live_ids = {state: [text(i) for i in rows[at + n]] for n, state in enumerate(LIVE_STATES)}
         at += len(LIVE_STATES)
-        leader = _leader(rows[at], rows[at + 1], rows[at + 2])
+        leader = Leader.from_lease(rows[at], rows[at + 1], rows[at + 2])
         expired = int(rows[at + 3])
         present = [name for name, exists in zip(names, rows[at + 4 :], strict=True) if exists]
         streams, groups = await self._streams(present)
@@ -137,7 +128,7 @@ class Census:
     async def _by_kind(self, live_ids: dict[str, list[str]]) -> dict[str, dict[str, int]]:
         unknown = [i for ids in live_ids.values() for i in ids if i not in self._kinds]
         if unknown:
-            with translated("reading task kinds"):
+            with doing("reading task kinds"):
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for task_id in unknown:
                         pipe.hget(self.keys.task(task_id), "kind")
@@ -156,7 +147,7 @@ class Census:
         return out
 
     async def _streams(self, names: list[str]) -> tuple[list[Stream], list[Group]]:
-        with translated("reading stream and consumer-group figures"):
+        with doing("reading stream and consumer-group figures"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.xinfo_stream(name)
@@ -183,7 +174,7 @@ class Census:
         `<id>|c` the count, `<id>|o` whether it is open."""
         keys = self.keys
         out = {scope: {"open": 0, "closed": 0, "coalesced": 0} for scope in ("agent", "swarm")}
-        with translated("reading repetition signals"):
+        with doing("reading repetition signals"):
             ids = [text(i) for i in cast(list[bytes], await self.redis.zrange(keys.repetition_index, 0, -1))]
             if not ids:
                 return out
@@ -198,7 +189,7 @@ class Census:
         return out
 
     async def _lifecycle(self) -> dict[str, float]:
-        with translated("reading finished tasks"):
+        with doing("reading finished tasks"):
             ids = cast(list[bytes], await self.redis.zrange(self.keys.state("done"), -RECENT_DONE, -1))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in ids:
@@ -209,14 +200,6 @@ class Census:
             return {"n": 0}
         p95 = spans[min(len(spans) - 1, int(len(spans) * 0.95))]
         return {"n": len(spans), "p50": statistics.median(spans), "p95": p95, "max": spans[-1]}
-
-
-def _leader(value: bytes | None, ttl: int, last: bytes | None) -> Leader:
-    last_epoch = int(last or 0)
-    if value is None:
-        return Leader(None, None, None, last_epoch)
-    epoch, _, instance = value.decode().partition(":")  # the lease holds `<epoch>:<instance>`
-    return Leader(instance, int(epoch), max(0, int(ttl)), last_epoch)
 
 
 # --- the verdict ------------------------------------------------------------------------------

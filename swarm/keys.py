@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 FIELD = "m"
 """The one stream-entry field that holds a message's JSON."""
+FIELD_BYTES = FIELD.encode()
+"""`FIELD` as redis-py returns it in entries read without decoding."""
 
 CAPTAIN = "@captain"
 ALL = "@all"

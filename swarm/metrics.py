@@ -1,8 +1,8 @@
 """Prometheus metrics of one swarm process, and the HTTP endpoint that serves them with health checks.
 
 A `Metrics` owns its own `CollectorRegistry` (no process-wide default registry): build one per
-process and pass it to Bus, Agent, Captain or Discovery; `None` there means no metrics and costs
-one attribute check. Counters count what this process did (published, consumed, dead-lettered,
+process and pass it to Bus, Agent, Captain or Discovery; without one they get a `Recorder`, which
+records nothing. Counters count what this process did (published, consumed, dead-lettered,
 assigned, scanned). Board-wide figures (tasks by state, agents by liveness, lag) are read from
 Redis at scrape time by the `Exporter` of a process built with `board=True` (the captain and the
 discovery engine): every such process reports the same figures, so dashboards take `max`.
@@ -30,6 +30,7 @@ from redis.asyncio import Redis
 from swarm.errors import DecodeError, SwarmError
 from swarm.health import Census, Snapshot
 from swarm.protocol import TaskEvent, decode
+from swarm.recorder import Recorder
 from swarm.settings import Settings
 
 log = structlog.get_logger("swarm.metrics")
@@ -42,8 +43,10 @@ Readiness = Callable[[], tuple[bool, str]]
 """Answers /readyz: (ready, a sentence saying why)."""
 
 
-class Metrics:
+class Metrics(Recorder):
     """Every metric one swarm process exports, in a registry of its own (`registry` is what to expose)."""
+
+    enabled = True
 
     def __init__(self, settings: Settings, process: str, *, role: Role | None = None, board: bool = False) -> None:
         """`role` keeps the other roles' metrics out of the exposition (they still work, unexported);
@@ -149,6 +152,39 @@ class Metrics:
             # earlier owner (expired, released, failed and retried, blocked, or forced away).
             if event in ("assigned", "claimed", "reassigned") and body.token > 1:
                 self.reassignments.inc()
+
+    def on_dead_letter(self, kind: str) -> None:
+        """One entry moved to the dead-letter stream."""
+        self.dead_lettered.labels(kind).inc()
+
+    def on_redis_error(self, where: str) -> None:
+        """Redis was unreachable from the loop `where`."""
+        self.redis_errors.labels(where).inc()
+
+    def on_reconnect(self, where: str) -> None:
+        """The loop `where` reached Redis again after it was unreachable."""
+        self.redis_reconnects.labels(where).inc()
+
+    def on_leading(self, leading: bool) -> None:
+        """The captain took or lost the leader lease."""
+        self.leading.set(1 if leading else 0)
+
+    def on_assigned(self, count: int) -> None:
+        """The captain assigned `count` tasks."""
+        self.assignments.inc(count)
+
+    def on_observed(self) -> None:
+        """The discovery engine counted one broadcast message."""
+        self.observed.inc()
+
+    def on_signal(self, scope: str) -> None:
+        """A repetition signal fired (`agent` or `swarm` scope)."""
+        self.signals.labels(scope).inc()
+
+    def on_discovered(self, source: str, created: int, obsolete: int) -> None:
+        """Findings of `source` became `created` new tasks and closed `obsolete` ones."""
+        self.tasks_created.labels(source).inc(created)
+        self.tasks_obsolete.labels(source).inc(obsolete)
 
     def on_task_taken(self, kind: str, created_ms: int, taken_ms: int) -> None:
         """An agent got a task (assigned or claimed) at `taken_ms` (Redis clock)."""

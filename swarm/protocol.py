@@ -18,9 +18,17 @@ from swarm.errors import DecodeError, MessageTooLarge
 VERSION = 1
 DEFAULT_MAX_BYTES = 64 * 1024
 
-AGENT_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
-RECIPIENT_PATTERN = r"^(@all|@captain|@role:[A-Za-z0-9_.-]{1,64}|[A-Za-z0-9_.-]{1,64})$"
+# Every name pattern lives here, the innermost layer; settings, board, roster and the CLI import them.
+_NAME = r"[A-Za-z0-9_.-]{1,64}"
+_KIND = r"[a-z][a-z0-9_-]{0,31}"
+AGENT_PATTERN = f"^{_NAME}$"
+"""An agent name; the swarm name (`SWARM_NAME`) follows it too."""
+RECIPIENT_PATTERN = f"^(@all|@captain|@role:{_NAME}|{_NAME})$"
 TAG_PATTERN = r"^[A-Za-z0-9_.:/=-]{1,64}$"
+KIND_PATTERN = f"^{_KIND}$"
+"""A task kind; command names follow it too."""
+CAP_PATTERN = rf"^(\*|{_KIND})$"
+"""A capability: a kind, or `*` for any task."""
 
 AgentName = Annotated[str, Field(pattern=AGENT_PATTERN)]
 Recipient = Annotated[str, Field(pattern=RECIPIENT_PATTERN)]
@@ -95,7 +103,7 @@ class SignalBody(_Model):
 class CommandBody(_Model):
     """An instruction to an agent or the captain (`stop`, `drain`, `ping`, ...)."""
 
-    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+    name: Annotated[str, Field(pattern=KIND_PATTERN)]
     args: dict[Annotated[str, Field(max_length=64)], Scalar] = Field(default_factory=dict)
 
 

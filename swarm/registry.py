@@ -15,7 +15,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
-from swarm.connection import translated
+from swarm.connection import doing
 from swarm.keys import Keys
 from swarm.protocol import AGENT_PATTERN, now_ms
 from swarm.settings import Settings
@@ -83,7 +83,7 @@ class Registry:
     async def register(self, card: AgentCard, instance: str) -> AgentCard:
         """Record the card under a new instance id, replacing any earlier instance of the name."""
         card = card.model_copy(update={"instance": instance})
-        with translated("registering an agent"):
+        with doing("registering an agent"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self.keys.agents, card.name, card.model_dump_json())
                 pipe.zadd(self.keys.agent_seen, {card.name: now_ms()})
@@ -95,7 +95,7 @@ class Registry:
         card = await self.card(name)
         if card is None or card.instance != instance:
             return False
-        with translated("recording a heartbeat"):
+        with doing("recording a heartbeat"):
             await self.redis.zadd(self.keys.agent_seen, {name: now_ms()})
         return True
 
@@ -103,18 +103,18 @@ class Registry:
         """Mark the agent gone at once (graceful exit), if this instance still holds the name."""
         card = await self.card(name)
         if card is not None and card.instance == instance:
-            with translated("deregistering an agent"):
+            with doing("deregistering an agent"):
                 await self.redis.zadd(self.keys.agent_seen, {name: 0})
 
     async def card(self, name: str) -> AgentCard | None:
         """The current card of `name`, or None."""
-        with translated("reading an agent card"):
+        with doing("reading an agent card"):
             raw = await self.redis.hget(self.keys.agents, name)
         return None if raw is None else parse_card(name, raw)
 
     async def all(self) -> list[AgentInfo]:
         """Every agent ever registered (until forgotten), by name, with liveness."""
-        with translated("listing agents"):
+        with doing("listing agents"):
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hgetall(self.keys.agents)
                 pipe.zrange(self.keys.agent_seen, 0, -1, withscores=True)
@@ -129,8 +129,8 @@ class Registry:
 
     @property
     def period_ms(self) -> float:
-        """How often agents heartbeat: min(heartbeat_s, lease_s / 3) (see Agent._heartbeats)."""
-        return min(self.settings.heartbeat_s, self.settings.lease_s / 3) * 1000
+        """How often agents heartbeat (`Settings.heartbeat_period_s`), in ms."""
+        return self.settings.heartbeat_period_s * 1000
 
     @property
     def alive_ms(self) -> int:
@@ -147,7 +147,7 @@ class Registry:
 
     async def forget(self, name: str) -> None:
         """Remove an agent's card entirely."""
-        with translated("forgetting an agent"):
+        with doing("forgetting an agent"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.agents, name)
                 pipe.zrem(self.keys.agent_seen, name)

@@ -22,10 +22,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from swarm.errors import ConfigError
-from swarm.protocol import AGENT_PATTERN
+from swarm.protocol import AGENT_PATTERN, CAP_PATTERN
 from swarm.registry import AgentCard
-
-CAP_PATTERN = r"^(\*|[a-z][a-z0-9_-]{0,31})$"
 
 
 class RosterCard(BaseModel):

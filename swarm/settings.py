@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+from swarm.protocol import AGENT_PATTERN
 
 
 class Settings(BaseSettings):
@@ -32,13 +32,21 @@ class Settings(BaseSettings):
     lease_s: float = Field(30.0, gt=0, description="Task lease; heartbeats extend it, expiry reclaims the task.")
     max_attempts: int = Field(3, ge=1, description="Default attempts per task before it is failed.")
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles per attempt, capped at 60 s.")
-    heartbeat_s: float = Field(2.0, gt=0, description="Agent heartbeat period; stale after 3, gone after 15.")
+    heartbeat_s: float = Field(
+        2.0, gt=0, description="Agent heartbeat period (at most lease_s / 3); stale after 3, gone after 15."
+    )
     leader_lease_s: float = Field(5.0, gt=0, description="Captain leader lease; a standby takes over after it.")
+
+    @property
+    def heartbeat_period_s(self) -> float:
+        """How often an agent heartbeats and renews its task leases: every `heartbeat_s`, or every third
+        of `lease_s` when that is shorter, so a lease is renewed several times before it can run out."""
+        return min(self.heartbeat_s, self.lease_s / 3)
 
     @field_validator("name")
     @classmethod
     def _valid_name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not re.match(AGENT_PATTERN, value):
             raise ValueError(
                 f"swarm name {value!r} must be 1-64 characters of letters, digits, '_', '.' or '-'"
             )

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import anyio
+
+from swarm.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLERS = "tests/procs/agent_handlers.py"
 
 
 async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0, every: float = 0.02) -> Any:
@@ -16,3 +25,21 @@ async def eventually(check: Callable[[], Awaitable[Any]], within: float = 10.0, 
             if value:
                 return value
             await anyio.sleep(every)
+
+
+def spawn(
+    fast: Settings, name: str, handler: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A real `swarm agent run` process against the test server; `handler` is a function of
+    tests/procs/agent_handlers.py or a `cmd:` template."""
+    assert fast.redis_url is not None
+    full_env = {**os.environ, "SWARM_REDIS_URL": fast.redis_url, "SWARM_NAME": fast.name,
+                "SWARM_LEASE_S": str(fast.lease_s), "SWARM_HEARTBEAT_S": str(fast.heartbeat_s),
+                "SWARM_HOME": str(fast.home), **(env or {})}
+    fast.home.mkdir(parents=True, exist_ok=True)
+    with (fast.home / f"{name}.log").open("ab") as errors:  # read it when a test fails
+        return subprocess.Popen(
+            [sys.executable, "-m", "swarm", "agent", "run", "--name", name, "--can", "work",
+             "--handler", handler if handler.startswith("cmd:") else f"{HANDLERS}:{handler}", *extra],
+            cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=errors,
+        )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,38 +14,18 @@ from redis.asyncio import Redis
 
 from swarm.agent import Agent, Context, Handler
 from swarm.board import Board, Task, TaskSpec
-from swarm.errors import ConfigError, StaleToken
+from swarm.errors import CommandFailed, ConfigError, StaleToken
 from swarm.handlers import load_handler
-from swarm.handlers.command import CommandFailed, CommandHandler
+from swarm.handlers.command import CommandHandler
 from swarm.registry import AgentCard, Registry
 from swarm.roster import load_roster
 from swarm.settings import Settings
-from tests.helpers import eventually
-
-ROOT = Path(__file__).resolve().parent.parent
-HANDLERS = "tests/procs/agent_handlers.py"
+from tests.helpers import HANDLERS, ROOT, eventually, spawn
 
 
 @pytest.fixture
 def fast(settings: Settings) -> Settings:
     return settings.model_copy(update={"lease_s": 1.0, "heartbeat_s": 0.1, "retry_backoff_s": 0.0})
-
-
-def spawn(
-    fast: Settings, name: str, handler: str, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """A real `swarm agent run` process against the test server."""
-    assert fast.redis_url is not None
-    full_env = {**os.environ, "SWARM_REDIS_URL": fast.redis_url, "SWARM_NAME": fast.name,
-                "SWARM_LEASE_S": str(fast.lease_s), "SWARM_HEARTBEAT_S": str(fast.heartbeat_s),
-                "SWARM_HOME": str(fast.home), **(env or {})}
-    fast.home.mkdir(parents=True, exist_ok=True)
-    with (fast.home / f"{name}.log").open("ab") as errors:  # read it when a test fails
-        return subprocess.Popen(
-            [sys.executable, "-m", "swarm", "agent", "run", "--name", name, "--can", "work",
-             "--handler", f"{HANDLERS}:{handler}", *extra],
-            cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=errors,
-        )
 
 
 async def log(redis: Redis) -> list[str]:
@@ -193,7 +171,7 @@ async def test_prefetch_holds_tasks_ahead_but_runs_only_k_and_gives_them_back_on
         assert sorted(await board.owned("a1")) == sorted(ids[:4])
         assert started == ids[:2]
         stop.set()
-        await anyio.sleep(0.2)
+        await eventually(lambda: _true(agent.stopping))  # it saw the stop while both still ran
         gate.set()
     states = {t.id: t.state for t in [await board.get(i) for i in ids]}
     assert states == dict.fromkeys(ids[:2], "done") | dict.fromkeys(ids[2:], "open")
@@ -217,7 +195,7 @@ async def test_an_agent_whose_tasks_all_failed_still_claims_new_work(redis: Redi
     agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=1), handler)
     async with running(agent):
         await eventually(lambda: _state_is(board, bad.id, "failed"))
-        await anyio.sleep(0.2)  # idle now: nothing left to claim
+        await eventually(lambda: _true(not agent.jobs))  # idle now: nothing left to claim
         good, _ = await board.create(TaskSpec(kind="work", title="good"))
         await eventually(lambda: _state_is(board, good.id, "done"))
 
@@ -227,7 +205,11 @@ async def _state_is(board: Board, task_id: str, state: str) -> bool:
 
 
 async def _all_done(board: Board, ids: list[str]) -> bool:
-    return all(t.state == "done" for t in [await board.get(i) for i in ids])
+    return await _all_in(board, ids, "done")
+
+
+async def _all_in(board: Board, ids: list[str], state: str) -> bool:
+    return all(t.state == state for t in [await board.get(i) for i in ids])
 
 
 async def test_assignment_for_an_earlier_instance_is_ignored(redis: Redis, fast: Settings) -> None:

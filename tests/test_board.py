@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import anyio
 import pytest
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task, TaskSpec, text
-from swarm.connection import client
+from swarm.board import Board, Task, TaskSpec
+from swarm.connection import client, text
 from swarm.errors import IllegalTransition, NotReady, StaleToken, TaskNotFound
 from swarm.keys import FIELD
 from swarm.protocol import TaskEvent, decode
@@ -492,13 +492,18 @@ async def test_a_long_result_is_clipped_in_the_event_at_a_character_boundary(red
 async def test_claim_takes_many_in_one_call_and_done_claims_the_next(redis: Redis, settings: Settings) -> None:
     board = Board(redis, settings)
     ids = [(await board.create(spec(f"job {n}", priority=9 - n % 3)))[0].id for n in range(6)]
-    first = await board.claim("a1", ["audit"], 4)
+    full = await board.claim("a1", ["audit"], 4)
+    first = full.tasks
+    assert full.tip is None  # it took all it asked for: no need to watch for more
     assert [t.title for t in first] == ["job 0", "job 3", "job 1", "job 4"]  # priority, then age
     assert {t.state for t in first} == {"running"}
-    reports, nxt = await board.settle("a1", [(first[0].id, first[0].token, "ok")], claim=3, caps=["audit"])
+    reports, more = await board.settle("a1", [(first[0].id, first[0].token, "ok")], claim=3, caps=["audit"])
+    nxt = more.tasks
     done = await board.get(reports[0].id)
     assert (done.state, [t.title for t in nxt]) == ("done", ["job 2", "job 5"])  # only two were left
-    assert await board.claim("a1", ["audit"], 5) == []
+    short = await board.claim("a1", ["audit"], 5)
+    newest = cast(list[tuple[bytes, Any]], await redis.xrevrange(board.keys.events, count=1))[0][0]
+    assert (short.tasks, short.tip) == ([], newest.decode())  # short: watch the events after this id
     assert sorted(await board.owned("a1")) == sorted(set(ids) - {done.id})
     events = [e.body.event for e in await board.history(nxt[0].id)]
     assert events == ["created", "claimed"]
@@ -531,7 +536,7 @@ async def test_owner_transitions_say_the_owners_status_on_the_bus(redis: Redis, 
 async def test_a_batch_is_one_status_and_leaves_every_index_exact(redis: Redis, settings: Settings) -> None:
     board = Board(redis, settings)
     ids = [(await board.create(spec(f"job {n}")))[0].id for n in range(5)]
-    three = await board.claim("a1", ["audit"], 3)
+    three = (await board.claim("a1", ["audit"], 3)).tasks
     leases = cast(list[bytes], await redis.zrange(board.keys.leases, 0, -1))
     assert (await board.counts())["running"] == 3
     assert sorted(text(m) for m in leases) == sorted(ids[:3])
@@ -553,18 +558,18 @@ async def test_settle_reports_many_each_fenced_and_claims_the_freed_slots(redis:
     board = Board(redis, settings)
     for n in range(5):
         await board.create(spec(f"job {n}"))
-    mine = await board.claim("a1", ["audit"], 3)
+    mine = (await board.claim("a1", ["audit"], 3)).tasks
     stolen = await board.assign(mine[2].id, "a2", force=True)  # a1's token for it is stale now
     settled, claimed = await board.settle(
         "a1", [(t.id, t.token, f"did {t.title}") for t in mine], claim=3, caps=["audit"])
     assert [(r.id, r.error is None) for r in settled] == [(mine[0].id, True), (mine[1].id, True), (mine[2].id, False)]
     assert isinstance(settled[2].error, StaleToken)
     assert str(settled[2].error).startswith(f"token {mine[2].token} for task {mine[2].id} is stale")
-    assert [t.title for t in claimed] == ["job 3", "job 4"]
+    assert [t.title for t in claimed.tasks] == ["job 3", "job 4"]
     assert (await board.get(mine[0].id)).result == "did job 0"
     assert (await board.get(stolen.id)).owner == "a2"
     nothing, none = await board.settle("a1", [], claim=0)
-    assert (nothing, none) == ([], [])
+    assert (nothing, none.tasks) == ([], [])
 
 
 async def test_create_checks_a_foreign_spec_before_writing_anything(redis: Redis, settings: Settings) -> None:
@@ -632,8 +637,8 @@ async def test_start_many_starts_each_fenced_by_its_token(redis: Redis, settings
 async def test_renew_extends_every_lease_held_each_fenced_by_its_token(redis: Redis, settings: Settings) -> None:
     board = Board(redis, quick(settings, lease_s=5.0))
     a, b, c = [(await board.create(spec(n)))[0] for n in ("a", "b", "c")]
-    held = await board.claim("w1", ["audit"], 2)
-    other = await board.claim("w2", ["audit"], 1)
+    held = (await board.claim("w1", ["audit"], 2)).tasks
+    other = (await board.claim("w2", ["audit"], 1)).tasks
     before = {t.id: t.lease_until for t in held}
     await anyio.sleep(0.01)
     results = await board.renew("w1", [(held[0].id, held[0].token), (held[1].id, held[1].token + 1),

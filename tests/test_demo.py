@@ -11,7 +11,7 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from swarm.board import Board
-from swarm.demo import DEFAULT_ROSTER, run_demo
+from swarm.cli.demo import DEFAULT_ROSTER, run_demo
 from swarm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -32,6 +32,7 @@ from swarm.keys import FIELD
 from swarm.logs import configure
 from swarm.metrics import Exporter, Metrics
 from swarm.protocol import ChatBody, Message, StatusBody, decode, message
+from swarm.recorder import Recorder
 from swarm.registry import AgentCard
 from swarm.settings import Settings
 from tests.helpers import eventually
@@ -111,8 +112,9 @@ async def _true(value: bool) -> bool:
 
 async def test_no_metrics_by_default(redis: Redis, settings: Settings) -> None:
     bus = Bus(redis, settings)
-    assert bus.metrics is None
-    await bus.publish(status("quiet"))  # and nothing to count it into
+    assert type(bus.metrics) is Recorder  # which records nothing
+    assert not bus.metrics.enabled
+    await bus.publish(status("quiet"))
 
 
 # --- the exporter, in process --------------------------------------------------------------------

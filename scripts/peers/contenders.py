@@ -19,7 +19,8 @@ from typing import Any, cast
 import anyio
 import jobs  # scripts/peers is on sys.path: bench_peers.py puts it there
 
-from swarm.board import Board, TaskSpec, text
+from swarm.board import Board, TaskSpec
+from swarm.connection import text
 
 PEERS_DIR = Path(__file__).resolve().parent
 ROOT = PEERS_DIR.parent.parent

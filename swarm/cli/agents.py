@@ -9,8 +9,7 @@ from rich.text import Text
 
 from swarm.board import Board
 from swarm.bus import Bus
-from swarm.cli.board import AsJson
-from swarm.cli.common import out, print_json, run_with_bus, safe
+from swarm.cli.common import AsJson, out, print_json, run_with_bus, safe
 from swarm.protocol import now_ms
 from swarm.registry import AgentInfo, Registry
 

@@ -13,16 +13,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from swarm.board import KIND_PATTERN, STATES, TERMINAL, Board, Task, text
+from swarm.board import STATES, TERMINAL, Board, Task
 from swarm.bus import Bus
-from swarm.cli.common import csv, out, print_json, run_with_bus, safe
-from swarm.connection import translated
+from swarm.cli.common import AsJson, csv, out, print_json, run_with_bus, safe
+from swarm.connection import doing, text
 from swarm.errors import ConfigError
-from swarm.protocol import AGENT_PATTERN, now_ms
+from swarm.protocol import AGENT_PATTERN, CAP_PATTERN, KIND_PATTERN, now_ms
 
 T = TypeVar("T")
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 StateOpt = Annotated[str | None, typer.Option("--state", help=f"Only tasks in this state: {', '.join(STATES)}.")]
 KindOpt = Annotated[str | None, typer.Option("--kind", help="Only tasks of this kind.")]
 
@@ -59,7 +58,7 @@ def check_caps(values: Sequence[str] | None, option: str = "--can") -> list[str]
     """Capabilities given as `--can a,b --can c`; each is a kind-like name or `*` (anything)."""
     caps = csv(values)
     for cap in caps:
-        if cap != "*" and not re.match(KIND_PATTERN, cap):
+        if not re.match(CAP_PATTERN, cap):
             raise ConfigError(
                 f"{option} {cap!r} is not a capability: use comma-separated names of 1-32 characters, a "
                 "lowercase letter first, then lowercase letters, digits, '_' or '-' (for example "
@@ -176,7 +175,7 @@ def board(
         b = Board(bus.redis, bus.settings)
         # Read on from the newest event before the first snapshot, so none between the snapshot
         # and the first XREAD goes unseen (`$` would skip it).
-        with translated("reading the board-event stream"):
+        with doing("reading the board-event stream"):
             newest = cast(list[Any], await bus.redis.xrevrange(b.keys.events, count=1))
         streams: dict[Any, Any] = {b.keys.events: text(newest[0][0]) if newest else "0-0"}
         drawn = 0
@@ -188,7 +187,7 @@ def board(
                     return
                 # Driven by the event stream: a transition redraws at once; the timeout keeps lease
                 # countdowns moving when nothing happens.
-                with translated("waiting for board events"):
+                with doing("waiting for board events"):
                     reply = cast(list[Any], await bus.redis.xread(streams, block=max(1, int(interval * 1000)),
                                                                   count=1000))
                 for stream, entries in reply or []:

@@ -4,51 +4,46 @@ from __future__ import annotations
 
 import re
 import signal
-from typing import Annotated, Any
+from dataclasses import asdict
+from typing import Annotated
 
 import anyio
 import typer
 
 from swarm.bus import Bus
-from swarm.captain import Captain
-from swarm.cli.board import AsJson
-from swarm.cli.common import app, out, print_json, run_with_bus, safe
+from swarm.captain import Captain, Leader
+from swarm.cli.common import AsJson, app, out, print_json, run_with_bus, safe
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
-from swarm.connection import translated
+from swarm.connection import doing
 from swarm.errors import ConfigError
 from swarm.protocol import AGENT_PATTERN, new_id
 
 captain = app("The captain: assigns ready tasks to live agents, reaps expired leases.")
 
 
-async def leader(bus: Bus) -> dict[str, Any]:
-    """Who holds the leader lease: `{leading, instance, epoch, lease_ms, last_epoch}`."""
-    with translated("reading the captain's leader lease"):
+async def leader(bus: Bus) -> Leader:
+    """Who holds the leader lease."""
+    with doing("reading the captain's leader lease"):
         async with bus.redis.pipeline(transaction=False) as pipe:
             pipe.get(bus.keys.leader)
             pipe.pttl(bus.keys.leader)
             pipe.get(bus.keys.epoch)
             value, ttl, last = await pipe.execute()
-    last_epoch = int(last or 0)
-    if value is None:
-        return {"leading": False, "instance": None, "epoch": None, "lease_ms": None, "last_epoch": last_epoch}
-    epoch, _, instance = value.decode().partition(":")  # the lease holds `<epoch>:<instance>`
-    return {"leading": True, "instance": instance, "epoch": int(epoch), "lease_ms": max(0, int(ttl)),
-            "last_epoch": last_epoch}
+    return Leader.from_lease(value, ttl, last)
 
 
 @captain.command()
 def status(as_json: AsJson = False) -> None:
     """Say which captain leads, with its epoch (exit code 1 when none does)."""
-    info = run_with_bus(leader)
+    lead = run_with_bus(leader)
     if as_json:
-        print_json(info)
-    elif info["leading"]:
-        out.print(f"captain {safe(info['instance'])} leads: epoch {info['epoch']}, "
-                  f"lease {info['lease_ms'] / 1000:.1f}s left")
+        print_json({"leading": lead.leading, **asdict(lead)})
+    elif lead.instance is not None:
+        out.print(f"captain {safe(lead.instance)} leads: epoch {lead.epoch}, "
+                  f"lease {(lead.lease_ms or 0) / 1000:.1f}s left")
     else:
-        out.print(f"no captain leads (last epoch {info['last_epoch']}); `swarm captain run` starts one")
-    if not info["leading"]:
+        out.print(f"no captain leads (last epoch {lead.last_epoch}); `swarm captain run` starts one")
+    if not lead.leading:
         raise typer.Exit(1)
 
 

@@ -7,7 +7,7 @@ import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from importlib.util import find_spec
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import typer
@@ -23,6 +23,9 @@ from swarm.logs import configure
 from swarm.settings import Settings
 
 T = TypeVar("T")
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+"""The `--json` flag every read command takes."""
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from swarm.bus import Bus
-from swarm.cli.common import app, err, out, print_json, run_with_bus, safe
+from swarm.cli.common import AsJson, app, err, out, print_json, run_with_bus, safe
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.discovery.engine import Discovery, Outcome
 from swarm.discovery.repetition import Detector
@@ -23,7 +23,6 @@ from swarm.errors import ConfigError
 
 discovery_app = app("The work-discovery engine: repeated chatter becomes claimable tasks.")
 KINDS = {"consolidation": "consolidation", "audit": "audits", "audits": "audits", "docs": "docs", "todo": "todo"}
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 PathOpt = Annotated[Path, typer.Option("--path", help="The workspace to scan (default: the current directory).")]
 
 

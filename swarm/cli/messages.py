@@ -12,7 +12,7 @@ import typer
 
 from swarm.bus import Bus, Delivery
 from swarm.cli.common import app, out, print_json, run_with_bus, safe
-from swarm.connection import translated
+from swarm.connection import doing
 from swarm.errors import ConfigError, SwarmError
 from swarm.protocol import RECIPIENT_PATTERN, ChatBody, Message, StatusBody, message, new_id
 
@@ -87,7 +87,7 @@ def tail(
                 for s in streams:
                     # Best effort: with Redis gone the group goes with it; the error that ended the
                     # tail is the one to report, not this.
-                    with contextlib.suppress(SwarmError), translated("removing the tail's group"):
+                    with contextlib.suppress(SwarmError), doing("removing the tail's group"):
                         await bus.redis.xgroup_destroy(s, group)
 
     run_with_bus(go)

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
-from swarm.cli.common import app, out, print_json, settings
+from swarm.cli.common import AsJson, app, out, print_json, settings
 from swarm.errors import ConfigError
 from swarm.server import EmbeddedServer
 
 server = app("The embedded Valkey server under SWARM_HOME (unused when SWARM_REDIS_URL is set).")
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _embedded() -> EmbeddedServer:

@@ -17,14 +17,13 @@ from rich.table import Table
 from rich.text import Text
 
 from swarm.bus import Bus
-from swarm.cli.common import err, out, print_json, run_with_bus, safe, settings
-from swarm.connection import client, translated
+from swarm.cli.common import AsJson, err, out, print_json, run_with_bus, safe, settings
+from swarm.connection import client, doing, safe_url
 from swarm.errors import SwarmError
 from swarm.health import Census, Check, Limits, Snapshot, checks
 from swarm.metrics import Exporter, Metrics, Readiness, Role
 from swarm.server import EmbeddedServer
 
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 MetricsPort = Annotated[int | None, typer.Option(
     "--metrics-port", min=0, max=65535,
     help="Serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port, printed); off by default.",
@@ -182,27 +181,19 @@ async def _health(limits: Limits, wait_s: float) -> list[Check]:
     try:
         with anyio.fail_after(wait_s):
             try:
-                with translated(f"checking {_safe_url(url)}"):
+                with doing(f"checking {safe_url(url)}"):
                     info = await redis.info("server")
             except SwarmError as exc:
                 return [Check("server", "fail", str(exc))]
             version = info.get("valkey_version") or info.get("redis_version", "?")
-            found = [Check("server", "ok", f"{info.get('server_name', 'redis')} {version} at {_safe_url(url)}")]
+            found = [Check("server", "ok", f"{info.get('server_name', 'redis')} {version} at {safe_url(url)}")]
             try:
                 snap = await Census(redis, s).take()
             except SwarmError as exc:
                 return [*found, Check("census", "fail", str(exc))]
             return found + checks(snap, limits)
     except TimeoutError:
-        return [Check("server", "fail", f"Redis at {_safe_url(url)} did not answer within {wait_s:g}s")]
+        return [Check("server", "fail", f"Redis at {safe_url(url)} did not answer within {wait_s:g}s")]
     finally:
         await redis.aclose()
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.rpartition('@')[2]}"
 

@@ -14,7 +14,6 @@ from rich.table import Table
 from swarm.board import Board, Task, TaskSpec
 from swarm.captain import Captain
 from swarm.cli.board import (
-    AsJson,
     KindOpt,
     StateOpt,
     check_agent,
@@ -28,7 +27,7 @@ from swarm.cli.board import (
     task_table,
     with_board,
 )
-from swarm.cli.common import app, csv, err, out, print_json, run_with_bus, safe
+from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe
 from swarm.errors import ConfigError
 from swarm.protocol import TaskEvent
 

@@ -18,10 +18,11 @@ from anyio.abc import Process
 
 from swarm.agent import Agent
 from swarm.bus import Bus
-from swarm.cli.common import app, csv, err, out, print_json, run_with_bus, safe, settings
+from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe, settings
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.errors import ConfigError
 from swarm.handlers import load_handler
+from swarm.lifeline import Lifeline
 from swarm.roster import RosterCard, load_card, load_roster
 from swarm.server import process_alive
 
@@ -129,29 +130,51 @@ async def _supervise(commands: list[tuple[str, list[str], dict[str, str]]], env:
                      grace: float) -> None:
     procs: dict[str, Process] = {}
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(until_signalled, stop)
-        for i, (name, argv, extra) in enumerate(commands):
-            proc = await anyio.open_process(argv, env={**env, **extra}, stdin=subprocess.DEVNULL,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-            procs[name] = proc
-            tg.start_soon(_pipe, name, COLORS[i % len(COLORS)], proc, stop)
-        _state_file().write_text(json.dumps({"pid": os.getpid(), "children": {n: p.pid for n, p in procs.items()}}))
-        out.print(f"[bold]swarm up[/bold]: {len(procs)} processes; Ctrl-C or `swarm down` stops them")
-        await stop.wait()
-        out.print("[bold]stopping[/bold]: SIGTERM to every process, waiting for graceful exits")
+    # The children run in sessions of their own (a Ctrl-C reaches them only through us, as a
+    # graceful SIGTERM); the lifeline kills them if this process dies without stopping them.
+    lifeline = Lifeline()
+    lifeline.start()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(until_signalled, stop)
+            for i, (name, argv, extra) in enumerate(commands):
+                proc = await anyio.open_process(argv, env={**env, **extra}, stdin=subprocess.DEVNULL,
+                                                stderr=subprocess.STDOUT, start_new_session=True)
+                procs[name] = proc
+                lifeline.hold(proc.pid)
+                tg.start_soon(_pipe, name, COLORS[i % len(COLORS)], proc, stop)
+            _state_file().write_text(json.dumps({"pid": os.getpid(), "children": {n: p.pid for n, p in procs.items()}}))
+            _say(f"[bold]swarm up[/bold]: {len(procs)} processes; Ctrl-C or `swarm down` stops them")
+            await stop.wait()
+            tg.cancel_scope.cancel()
+    finally:
+        # Every way out stops the children: a signal, `swarm down`, or an error here (such as
+        # the reader of our output, `| tee`, having gone away with the same Ctrl-C).
+        with anyio.CancelScope(shield=True):
+            await _stop_all(procs, grace)
+        lifeline.close()
+        _state_file().unlink(missing_ok=True)
+
+
+async def _stop_all(procs: dict[str, Process], grace: float) -> None:
+    _say("[bold]stopping[/bold]: SIGTERM to every process, waiting for graceful exits")
+    for proc in procs.values():
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    with anyio.move_on_after(grace + 5):
         for proc in procs.values():
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        with anyio.move_on_after(grace + 5):
-            for proc in procs.values():
-                await proc.wait()
-        for name, proc in procs.items():
-            if proc.returncode is None:
-                err.print(f"{name} did not stop in time; killing it")
-                proc.kill()
-        tg.cancel_scope.cancel()
-    _state_file().unlink(missing_ok=True)
+            await proc.wait()
+    for name, proc in procs.items():
+        if proc.returncode is None:
+            _say(f"{name} did not stop in time; killing it", error=True)
+            proc.kill()
+            await proc.wait()
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print, unless whoever reads our output is gone: stopping the children matters more."""
+    with contextlib.suppress(OSError):
+        (err if error else out).print(text)
 
 
 async def _pipe(name: str, color: str, proc: Process, stop: anyio.Event) -> None:
@@ -161,10 +184,10 @@ async def _pipe(name: str, color: str, proc: Process, stop: anyio.Event) -> None
         buffer += chunk
         *lines, buffer = buffer.split(b"\n")
         for line in lines:
-            out.print(f"[{color}]{name:>10}[/{color}] | {safe(line.decode(errors='replace'))}")
+            _say(f"[{color}]{name:>10}[/{color}] | {safe(line.decode(errors='replace'))}")
     code = await proc.wait()
     if not stop.is_set():
-        err.print(f"[{color}]{name:>10}[/{color}] | exited with code {code}")
+        _say(f"[{color}]{name:>10}[/{color}] | exited with code {code}", error=True)
 
 
 def down(timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for a graceful stop.")] = 30.0) -> None:
@@ -185,7 +208,7 @@ def down(timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for
     out.print("swarm stopped")
 
 
-def ps(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def ps(as_json: AsJson = False) -> None:
     """The processes `swarm up` runs here, and whether each is alive."""
     state = _read_state()
     rows = [] if state is None else [

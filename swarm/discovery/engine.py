@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 
-from swarm.board import Board, TaskSpec, text
+from swarm.board import Board, TaskSpec
 from swarm.bus import Bus, Consumer, Delivery
-from swarm.connection import translated
+from swarm.connection import doing, text
 from swarm.discovery.findings import TaskDraft
 from swarm.discovery.limits import DiscoveryLimits
 from swarm.discovery.repetition import SWARM_SCOPE, Detector, RepetitionSettings
@@ -31,11 +31,9 @@ from swarm.discovery.workspace import Workspace
 from swarm.errors import IllegalTransition
 from swarm.keys import CAPTAIN, Keys
 from swarm.protocol import ChatBody, Signal, message
+from swarm.recorder import Recorder
 from swarm.registry import Registry
 from swarm.settings import Settings
-
-if TYPE_CHECKING:
-    from swarm.metrics import Metrics
 
 log = structlog.get_logger("swarm.discovery")
 
@@ -73,13 +71,13 @@ class Discovery:
     def __init__(
         self, redis: Redis, settings: Settings, workspace: Path, *,
         sources: Sequence[Source] | None = None, repetition: RepetitionSettings | None = None,
-        limits: DiscoveryLimits | None = None, sender: str = "discovery", metrics: Metrics | None = None,
+        limits: DiscoveryLimits | None = None, sender: str = "discovery", metrics: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.root = workspace.resolve()
         self.keys = Keys(settings.name)
         self.redis = redis
-        self.metrics = metrics
+        self.metrics = metrics or Recorder()
         self.bus = Bus(redis, settings, metrics)
         self.consumer: Consumer | None = None
         self.board = Board(redis, settings)
@@ -117,9 +115,8 @@ class Discovery:
             out[source.name] = source.drafts(workspace)
             log.debug("scanned", source=source.name, drafts=len(out[source.name]),
                       ms=round((time.perf_counter() - started) * 1000))
-            if self.metrics is not None:
-                self.metrics.on_scan(source.name, sum(len(d.findings) for d in out[source.name]),
-                                     time.perf_counter() - started)
+            self.metrics.on_scan(source.name, sum(len(d.findings) for d in out[source.name]),
+                                 time.perf_counter() - started)
         if progress:
             progress("done", len(sources), len(sources))
         return out
@@ -154,7 +151,7 @@ class Discovery:
     async def _apply(self, source: Source, drafts: Sequence[TaskDraft], evidence: Sequence[str]) -> Outcome:
         outcome = Outcome()
         index = self.keys.discovered(source.name)
-        with translated("reading discovered tasks"):
+        with doing("reading discovered tasks"):
             before = {text(k): text(v) for k, v in (await self.redis.hgetall(index)).items()}
         found: dict[str, str] = {}
         for d in drafts:
@@ -173,19 +170,17 @@ class Discovery:
                 outcome.obsolete.append(task_id)
                 # Forget the key of a task closed as obsolete: should the finding come back (a branch
                 # switch, a revert), a new task is made for it instead of the cancelled one returned.
-                with translated("forgetting an obsolete task's key"):
+                with doing("forgetting an obsolete task's key"):
                     await self.redis.hdel(self.keys.dedup, key)
             except IllegalTransition:
                 pass  # finished already: its history stands
-        with translated("recording discovered tasks"):
+        with doing("recording discovered tasks"):
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(index)
                 if found:
                     pipe.hset(index, mapping=cast(dict[Any, Any], found))
                 await pipe.execute()
-        if self.metrics is not None:
-            self.metrics.tasks_created.labels(source.name).inc(len(outcome.created))
-            self.metrics.tasks_obsolete.labels(source.name).inc(len(outcome.obsolete))
+        self.metrics.on_discovered(source.name, len(outcome.created), len(outcome.obsolete))
         return outcome
 
     # --- the live engine ---------------------------------------------------------------------------
@@ -201,12 +196,10 @@ class Discovery:
     async def on_message(self, delivery: Delivery) -> None:
         """Count one message; act on the signals it fires."""
         self.seen += 1
-        if self.metrics is not None:
-            self.metrics.observed.inc()
+        self.metrics.on_observed()
         for signal in await self.detector.observe(delivery.message):
             self.signals += 1
-            if self.metrics is not None:
-                self.metrics.signals.labels("swarm" if signal.body.agent == SWARM_SCOPE else "agent").inc()
+            self.metrics.on_signal("swarm" if signal.body.agent == SWARM_SCOPE else "agent")
             await self.bus.publish(signal)
             await self.on_signal(signal)
 
@@ -227,7 +220,7 @@ class Discovery:
         return outcome
 
     async def _escalate(self, signal: Signal, sources: list[str]) -> None:
-        with translated("recording an escalation"):
+        with doing("recording an escalation"):
             first = await self.redis.sadd(self.keys.escalated, signal.id)
         if not first:
             return

@@ -70,8 +70,9 @@ class Finding:
 class TaskDraft:
     """A proposed task: several findings grouped to a sensible size (a module, a clone group...).
 
-    `key` identifies the group (the board creates a task once per key); `finding_keys` lets the engine
-    tell when the group's content changed or its findings are gone, so the task is obsolete.
+    `key` identifies the group: the board creates a task once per key, and a rescan that no longer
+    reports the key cancels that task as obsolete. Findings coming or going within the group keep
+    its key, so they neither make a new task nor change the existing one.
     """
 
     kind: TaskKind
@@ -82,16 +83,6 @@ class TaskDraft:
     capabilities: tuple[str, ...]
     files: tuple[str, ...]
     findings: tuple[Finding, ...] = field(repr=False)
-
-    @property
-    def finding_keys(self) -> frozenset[str]:
-        """The keys of the findings this task was made from."""
-        return frozenset(f.key for f in self.findings)
-
-    @property
-    def digest(self) -> str:
-        """A key for this exact set of findings: it changes when a finding appears or goes away."""
-        return stable_key(self.key, *sorted(self.finding_keys))
 
 
 def draft(kind: TaskKind, title: str, intro: str, findings: Sequence[Finding], *identity: str) -> TaskDraft:

@@ -1,7 +1,10 @@
 """The thresholds the work sources apply: clone size, size/compliance limits, analyzer choices.
 
 A plain pydantic model rather than part of `swarm.settings.Settings`, so a source can be built and
-tested on its own; the settings object carries one of these for the engine to hand to the sources.
+tested on its own. No setting, environment variable or CLI option changes it: swarm runs with the
+defaults below. Code can pass other limits to `load_sources`, to a `Workspace`, or to `Discovery`,
+which hands them to the sources it loads but scans with a default `Workspace` (so its
+`max_file_bytes` stays the default).
 """
 
 from __future__ import annotations

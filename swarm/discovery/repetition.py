@@ -35,7 +35,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
-from swarm.connection import translated
+from swarm.connection import doing
 from swarm.discovery.text import Classifier, Verdict, normalize
 from swarm.keys import CAPTAIN, Keys
 from swarm.lua import Scripts
@@ -151,7 +151,7 @@ class Detector:
         timestamp seen, not the wall clock) or, for an agent, until that agent reports progress.
         """
         keys = self.keys
-        with translated("listing repetition signals"):
+        with doing("listing repetition signals"):
             raw_ids = cast(list[bytes], await self.redis.zrevrange(keys.repetition_index, 0, -1))
             ids = [i.decode() for i in raw_ids]
             if not ids:
@@ -198,7 +198,7 @@ class Detector:
                 index, msg.sender, _CLS[verdict.kind], fp, verdict.signature, msg.id, msg.ts,
                 _text(msg)[:SAMPLE_CHARS],
             )
-        with translated("counting repetitions"):
+        with doing("counting repetitions"):
             reply: list[Any] = await self._scripts["repetition_observe"](keys=script_keys, args=args)
         step = len(_FIELDS) + 2  # message position, signal id, then the fields
         return [

@@ -4,6 +4,12 @@ The template is split like a shell would (no shell runs it: write `sh -c '...'` 
 `{id}`, `{kind}`, `{title}` in it are replaced per task. The program gets the task as JSON on stdin
 and in `SWARM_TASK_*` environment variables. Exit 0: done, stdout is the result. Non-zero: failed
 with the tail of stderr. Past the timeout the process is killed and the task fails.
+
+The command runs in a process group of its own, and the group never outlives the handler: when the
+handler is cancelled (its lease was lost, or the agent shuts down past its grace period) the group
+gets SIGTERM, then SIGKILL after `term_grace_s`; when the command exits, whatever it left running
+in its group is killed; and when the agent dies, even by SIGKILL, its lifeline's watchdog kills
+the group (see `swarm.lifeline`).
 """
 
 from __future__ import annotations
@@ -14,27 +20,25 @@ import shlex
 import signal
 
 import anyio
-from anyio.abc import ByteReceiveStream, ByteSendStream
+from anyio.abc import ByteReceiveStream, ByteSendStream, Process
 
 from swarm.board import Task
-from swarm.errors import ConfigError, SwarmError
+from swarm.errors import CommandFailed, ConfigError
+from swarm.lifeline import Lifeline
 
 TAIL = 2_000
-
-
-class CommandFailed(SwarmError):
-    """Raised (and turned into a task failure) when the command exits non-zero or times out."""
 
 
 class CommandHandler:
     """A handler that runs `template` once per task."""
 
-    def __init__(self, template: str, *, timeout_s: float = 600.0) -> None:
+    def __init__(self, template: str, *, timeout_s: float = 600.0, term_grace_s: float = 2.0) -> None:
         self.template = template
         self.argv = shlex.split(template)
         if not self.argv:
             raise ConfigError("command handler needs a command after 'cmd:', e.g. cmd:./review.sh {id}")
         self.timeout_s = timeout_s
+        self.term_grace_s = term_grace_s
 
     async def __call__(self, task: Task, ctx: object) -> str:
         """Run the command for `task`; see the module doc for the contract."""
@@ -45,10 +49,13 @@ class CommandHandler:
         stdin = task.model_dump_json().encode()
         out: list[bytes] = []
         err: list[bytes] = []
+        lifeline: Lifeline | None = getattr(ctx, "lifeline", None)
         try:
             # Its own session, so a timeout, a lost lease or shutdown stops the whole process group:
             # a shell's children or an AI CLI's workers must not go on editing a reassigned task.
             async with await anyio.open_process(argv, env=env, start_new_session=True) as proc:
+                if lifeline is not None:
+                    lifeline.hold(proc.pid)
                 try:
                     with anyio.move_on_after(self.timeout_s) as timer:
                         async with anyio.create_task_group() as tg:
@@ -57,10 +64,10 @@ class CommandHandler:
                             tg.start_soon(_drain, proc.stderr, err)
                         code = await proc.wait()
                 finally:
-                    if proc.returncode is None or timer.cancelled_caught:
-                        _kill_group(proc.pid)
-                        with anyio.CancelScope(shield=True):
-                            await proc.wait()
+                    with anyio.CancelScope(shield=True):
+                        await self._stop_group(proc, now=timer.cancelled_caught)
+                        if lifeline is not None:
+                            lifeline.drop(proc.pid)
                 if timer.cancelled_caught:
                     raise CommandFailed(f"command timed out after {self.timeout_s:g}s: {self.template}")
         except FileNotFoundError as exc:
@@ -71,14 +78,25 @@ class CommandHandler:
         return b"".join(out).decode(errors="replace").strip()[-16_000:]
 
 
+    async def _stop_group(self, proc: Process, *, now: bool) -> None:
+        """Leave nothing of the command running: a leader still running gets SIGTERM and
+        `term_grace_s` to exit (SIGKILL at once when `now`), then the whole group gets SIGKILL."""
+        if proc.returncode is None and not now:
+            _signal_group(proc.pid, signal.SIGTERM)
+            with anyio.move_on_after(self.term_grace_s):
+                await proc.wait()
+        _signal_group(proc.pid, signal.SIGKILL)  # also what the leader left behind when it exited
+        await proc.wait()
+
+
 def _fill(arg: str, task: Task) -> str:
     """`{id}`, `{kind}` and `{title}` replaced; any other brace is the command's own (jq, awk...)."""
     return arg.replace("{id}", task.id).replace("{kind}", task.kind).replace("{title}", task.title)
 
 
-def _kill_group(pid: int) -> None:
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pgid, signum)
 
 
 async def _feed(stream: ByteSendStream | None, data: bytes) -> None:
