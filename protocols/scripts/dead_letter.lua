@@ -1,6 +1,8 @@
 -- Move one stream entry to the dead-letter stream and ack it, atomically, so it is never both
 -- pending and dead-lettered, nor neither.
 -- KEYS[1]: source stream; KEYS[2]: dead-letter stream.
+-- Keys in KEYS, not built from a prefix like the board scripts' (board_lib's `key`): the source is
+-- whatever stream the caller reads, and both are known before the call (names from swarm/keys.py).
 -- ARGV: group, entry id, reason, consumer, dead-letter MAXLEN, now (ms).
 local entry = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 local raw = ''

@@ -4,6 +4,8 @@
 --   someone else leads -> return 0 (stand by)
 --   ARGV[2] = 'release' -> give the lease up if it is ours, return 0
 -- KEYS[1]: leader key  KEYS[2]: epoch counter  ARGV[1]: instance id  ARGV[2]: lease ms or 'release'
+-- Keys in KEYS, not built from a prefix like the board scripts' (board_lib's `key`): both are known
+-- before the call (swarm/keys.py `leader`, `epoch`), and PROTOCOL.md 7.9 gives other clients this form.
 local current = redis.call('GET', KEYS[1])
 if ARGV[2] == 'release' then
   if current and string.match(current, ':(.*)$') == ARGV[1] then redis.call('DEL', KEYS[1]) end

@@ -1,8 +1,8 @@
 -- Shared by every board script (the loader prepends this file where a script says
 -- `--!include board_lib`). Conventions for every board script:
---   KEYS[1]  the swarm's board-event stream (routes the call to the swarm's cluster slot; every other
---            key the script touches carries the same hash tag, so it lives on that slot too)
---   ARGV[1]  the key prefix `swarm:{<name>}:`
+--   KEYS[1]  the swarm's board-event stream, key('events') (routes the call to the swarm's cluster slot;
+--            every other key the script touches carries the same hash tag, so it lives on that slot too)
+--   ARGV[1]  the key prefix `swarm:{<name>}:`, from which `key` builds every key name
 --   ARGV[2]  a fresh message id (ULID) for the event this call appends
 --   ARGV[3]  the approximate MAXLEN of streams
 --   ARGV[4..] the script's own arguments
@@ -13,16 +13,63 @@ local MAXLEN = ARGV[3]
 local TERMINAL = {done = true, failed = true, cancelled = true}
 local CLAIM_SCAN = 1000
 
--- A numeric argument, or nil and an `invalid` reply: scripts check theirs before the first write.
-local function number_arg(i, name)
-  local v = tonumber(ARGV[i])
-  if v == nil then
-    return nil, cjson.encode({error = 'invalid', message = name .. ' must be a number, got ' .. tostring(ARGV[i])})
-  end
-  return v
-end
+-- Every key name of a swarm, the one list of them in Lua: the name swarm/keys.py gives it, then the
+-- key after the prefix (a family of keys ends in the <part> that completes it). The same names as
+-- swarm/keys.py and the same keys as the key tables of protocols/PROTOCOL.md: tests/test_keys.py
+-- checks that the three agree (keep this block's form), and that every key(...) in swarm/lua asks
+-- for a key listed here, so a name is spelled in no other way.
+--  streams
+--   bus                       bus
+--   captain                   captain
+--   inbox                     inbox:<agent>
+--   role                      role:<role>
+--   events                    events
+--   dlq                       dlq
+--  board
+--   task                      task:<id>
+--   history                   history:<id>
+--   state                     state:<state>
+--   tasks                     tasks
+--   ready                     ready
+--   delayed                   delayed
+--   leases                    leases
+--   owned                     owned:<agent>
+--   affinity                  affinity:<agent>
+--   seq                       seq
+--   dependents                dependents:<id>
+--   dedup                     dedup
+--  agents and captain
+--   agents                    agents
+--   agent_seen                agents:seen
+--   leader                    captain:leader
+--   epoch                     captain:epoch
+--  repetition detection (repetition_observe.lua is passed these in KEYS)
+--   repetition_seen           rep:seen
+--   repetition_fires          rep:fires
+--   repetition_signals        rep:signals
+--   repetition_index          rep:index
+--   repetition_swarm          rep:swarm
+--   repetition_swarm_window   rep:swarm:win
+--   repetition_agent          rep:agent:<agent>
+--   repetition_window         rep:win:<agent>
+--   repetition_families       rep:fam:<agent>
+--  discovery engine
+--   discovered                discovery:tasks:<source>
+--   escalated                 discovery:escalated
+-- Board scripts build their keys with `key` rather than take them in KEYS: most are found as the
+-- script runs (the ids in `ready`, a task's dependents). The scripts that know all their keys before
+-- the call (publish, dead_letter, leader, repetition_observe) take them in KEYS, named by
+-- swarm/keys.py; the board uses only some of the names above.
+-- A comment, not a Lua table: board_lib runs on every call (Valkey keeps nothing between calls),
+-- and building even a table of the 17 names the board uses cost every board call ~4 us more
+-- (measured; an `own` heartbeat takes ~60 us), while the constant names in the calls cost nothing.
 
-local function key(name) return PREFIX .. name end
+-- The key `name` (a key of the list above, or the start of one ending in ':') completed by `part`:
+-- key('ready'), key('task:', id).
+local function key(name, part)
+  if part then return PREFIX .. name .. part end
+  return PREFIX .. name
+end
 
 -- Index writes (ZADD/ZREM/SADD/SREM on the ready, delayed, leases, state, owned and affinity sets)
 -- made inside a batch are deferred and sent as one command per key and operation: N transitions
@@ -76,7 +123,7 @@ end
 local NOW = clock_ms()
 
 local function load(id)
-  local raw = redis.call('HGETALL', key('task:' .. id))
+  local raw = redis.call('HGETALL', key('task:', id))
   if #raw == 0 then return nil end
   local t = {}
   for i = 1, #raw, 2 do t[raw[i]] = raw[i + 1] end
@@ -86,7 +133,7 @@ end
 -- What an owner's report needs of a task (HMGET: a fraction of HGETALL's cost on a full hash).
 local REPORT_FIELDS = {'id', 'state', 'owner', 'token', 'created', 'title', 'files'}
 local function load_for_report(id)
-  local raw = redis.call('HMGET', key('task:' .. id), unpack(REPORT_FIELDS))
+  local raw = redis.call('HMGET', key('task:', id), unpack(REPORT_FIELDS))
   if not raw[1] then return nil end
   local t = {}
   for i, f in ipairs(REPORT_FIELDS) do t[f] = raw[i] or '' end
@@ -103,11 +150,22 @@ local function save(t, ...)
   args[#args + 1] = 'updated'
   args[#args + 1] = NOW
   t.updated = tostring(NOW)
-  redis.call('HSET', key('task:' .. t.id), unpack(args))
+  redis.call('HSET', key('task:', t.id), unpack(args))
 end
 
 local function err(code, message)
   return cjson.encode({error = code, message = message})
+end
+
+-- The `invalid` reply for the first of the numeric arguments (pairs: ARGV index, name) that is not a
+-- number, or nil when all are: scripts check theirs before the first write.
+local function invalid_numbers(...)
+  local checks = {...}
+  for i = 1, #checks, 2 do
+    local v = ARGV[checks[i]]
+    if tonumber(v) == nil then return err('invalid', checks[i + 1] .. ' must be a number, got ' .. tostring(v)) end
+  end
+  return nil
 end
 
 local function ok(t, extra)
@@ -128,8 +186,8 @@ local function score(t)
 end
 
 local function set_state(t, new)
-  index('ZREM', key('state:' .. t.state), t.id)
-  index('ZADD', key('state:' .. new), tonumber(t.created), t.id)
+  index('ZREM', key('state:', t.state), t.id)
+  index('ZADD', key('state:', new), tonumber(t.created), t.id)
   t.state = new
 end
 
@@ -164,7 +222,7 @@ local function emit(t, event, detail)
   local msg = cjson.encode({v = 1, id = id, sender = 'board', to = '@all', ts = NOW,
     priority = 'normal', kind = 'task_event', body = body})
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
-  redis.call('RPUSH', key('history:' .. t.id), msg)
+  redis.call('RPUSH', key('history:', t.id), msg)
 end
 
 -- An open task whose dependencies are done is ready now, or after its retry backoff.
@@ -196,8 +254,14 @@ local function unlink(t)
   end
   if t.owner and t.owner ~= '' then
     index('ZREM', key('leases'), t.id)
-    index('SREM', key('owned:' .. t.owner), t.id)
+    index('SREM', key('owned:', t.owner), t.id)
   end
+end
+
+-- The task's lease now runs until `until_ms` (the caller saves `lease_until`).
+local function set_lease(t, until_ms)
+  t.lease_until = tostring(until_ms)
+  index('ZADD', key('leases'), until_ms, t.id)
 end
 
 -- Give the task to `agent`: new token, lease, attempt counted, owner index updated.
@@ -207,22 +271,26 @@ local function hand_out(t, agent, lease_ms, state)
   t.owner = agent
   t.token = tostring(tonumber(t.token) + 1)
   t.attempts = tostring(tonumber(t.attempts) + 1)
-  t.lease_until = tostring(until_ms)
   set_state(t, state)
-  index('ZADD', key('leases'), until_ms, t.id)
-  index('SADD', key('owned:' .. agent), t.id)
+  set_lease(t, until_ms)
+  index('SADD', key('owned:', agent), t.id)
   save(t, 'owner', 'token', 'attempts', 'lease_until', 'state')
 end
 
--- Take the task away from its owner (fencing the old token) and put it back on the queue.
-local function requeue(t, not_before)
+-- Take the task away from its owner (fencing the old token) into `state`, with `field` set to `value`.
+local function disown(t, state, field, value)
   unlink(t)
   t.owner = ''
   t.lease_until = '0'
   t.token = tostring(tonumber(t.token) + 1)
-  t.not_before = tostring(not_before)
-  set_state(t, 'open')
-  save(t, 'owner', 'lease_until', 'token', 'not_before', 'state')
+  t[field] = value
+  set_state(t, state)
+  save(t, 'owner', 'lease_until', 'token', field, 'state')
+end
+
+-- Take the task away from its owner and put it back on the queue (ready at `not_before`).
+local function requeue(t, not_before)
+  disown(t, 'open', 'not_before', tostring(not_before))
   make_ready(t)
 end
 
@@ -258,9 +326,28 @@ local function owned_task(id, token, agent, loader)
   return t, nil
 end
 
+-- An agent's batch of reports (settle, start_many, renew): ARGV[first..] holds `stride` arguments a
+-- task, task id and token first. Runs `act(t, i)` (i: the task's first ARGV index) on each task
+-- `owned_task` accepts, inside one index batch, and returns one entry a task, in order: what `act`
+-- returned, or the refusal.
+local function for_owned(first, stride, agent, loader, act)
+  local results = {}
+  batch_begin()
+  for i = first, #ARGV, stride do
+    local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, loader)
+    if refused then
+      results[#results + 1] = refused
+    else
+      results[#results + 1] = act(t, i)
+    end
+  end
+  batch_end()
+  return results
+end
+
 -- Dependents of a finished task: one fewer dependency; ready when none are left.
 local function release_dependents(t)
-  for _, dep_id in ipairs(redis.call('SMEMBERS', key('dependents:' .. t.id))) do
+  for _, dep_id in ipairs(redis.call('SMEMBERS', key('dependents:', t.id))) do
     local d = load(dep_id)
     if d then
       d.deps_left = tostring(math.max(0, tonumber(d.deps_left) - 1))
@@ -279,6 +366,14 @@ local function finish(t, state, field, value, event)
   emit(t, event, value)
 end
 
+-- End a task nobody finished (cancelled, or failed when its last lease ran out): its owner's token
+-- is fenced off first, so a late report from the owner is refused.
+local function revoke(t, state, reason)
+  t.token = tostring(tonumber(t.token) + 1)
+  save(t, 'token')
+  finish(t, state, 'reason', reason, state)
+end
+
 -- Leases that ran out: back to open (the old token fenced off) or, past max_attempts, failed.
 -- Run by the captain's reaper and by every claim, so a board with no captain still heals.
 local function reclaim_expired(limit)
@@ -290,10 +385,7 @@ local function reclaim_expired(limit)
     else
       local owner = t.owner
       if tonumber(t.attempts) >= tonumber(t.max_attempts) then
-        t.token = tostring(tonumber(t.token) + 1)
-        save(t, 'token')
-        finish(t, 'failed', 'reason', 'lease of ' .. owner .. ' expired on attempt ' .. t.attempts .. ' of ' ..
-          t.max_attempts, 'failed')
+        revoke(t, 'failed', 'lease of ' .. owner .. ' expired on attempt ' .. t.attempts .. ' of ' .. t.max_attempts)
       else
         requeue(t, 0)
         emit(t, 'expired', 'lease of ' .. owner .. ' expired')
@@ -308,6 +400,18 @@ local function reclaim_expired(limit)
   end
   promote_due()
   return moved
+end
+
+-- The captain's round (reclaim.lua, view.lua): reclaim up to `limit` expired leases, then say when
+-- to look again. Reply fields: moved (the ids), next_expiry (earliest lease end) and next_ready
+-- (earliest backoff end), each of the last two left out when there is none.
+local function reclaim_round(limit)
+  local out = {ok = true, moved = reclaim_expired(limit)}
+  local next_expiry = redis.call('ZRANGE', key('leases'), 0, 0, 'WITHSCORES')
+  local next_delayed = redis.call('ZRANGE', key('delayed'), 0, 0, 'WITHSCORES')
+  if #next_expiry > 0 then out.next_expiry = tonumber(next_expiry[2]) end
+  if #next_delayed > 0 then out.next_ready = tonumber(next_delayed[2]) end
+  return out
 end
 
 -- The owner's status message on the bus ("working on t-3: ...", "done t-3: ..."), written in the
@@ -388,7 +492,7 @@ end
 local function complete(t, result)
   local owner = t.owner
   finish(t, 'done', 'result', result, 'done')
-  for file in string.gmatch(t.files, '[^\n]+') do index('SADD', key('affinity:' .. owner), file) end
+  for file in string.gmatch(t.files, '[^\n]+') do index('SADD', key('affinity:', owner), file) end
   release_dependents(t)
 end
 
@@ -399,6 +503,16 @@ local function check_leader(epoch)
   if not leader or string.match(leader, '^[^:]+') ~= epoch then
     return err('not_leader', 'captain epoch ' .. epoch .. ' no longer holds the leader lease; standing by')
   end
+  return nil
+end
+
+-- What assign and assign_many check first, before any write: the lease argument (ARGV[lease_i]) and
+-- that `epoch` still leads; an error reply when not. Then backed-off tasks whose time came are made
+-- ready, so they can be assigned.
+local function before_assigning(lease_i, epoch)
+  local refused = invalid_numbers(lease_i, 'lease ms') or check_leader(epoch)
+  if refused then return refused end
+  promote_due()
   return nil
 end
 
@@ -433,7 +547,7 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
   if instance ~= '' then body.instance = instance end
   local msg = cjson.encode({v = 1, id = msg_id, sender = 'board', to = agent, ts = NOW, priority = 'normal',
     kind = 'assignment', body = body})
-  redis.call('XADD', key('inbox:' .. agent), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
+  redis.call('XADD', key('inbox:', agent), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
   return t, nil
 end
 
@@ -442,8 +556,7 @@ end
 local function start_one(t, lease_ms)
   if t.state ~= 'assigned' then return err('illegal', 'task ' .. t.id .. ' is already running') end
   set_state(t, 'running')
-  t.lease_until = tostring(NOW + lease_ms)
-  index('ZADD', key('leases'), NOW + lease_ms, t.id)
+  set_lease(t, NOW + lease_ms)
   save(t, 'state', 'lease_until')
   emit(t, 'started', '')
   return nil
@@ -460,9 +573,7 @@ if TERMINAL[t.state] then
   return err('illegal', 'task ' .. id .. ' is ' .. t.state .. ', a terminal state; it never changes again')
 end
 if action == 'cancel' then
-  t.token = tostring(tonumber(t.token) + 1)
-  save(t, 'token')
-  finish(t, 'cancelled', 'reason', reason, 'cancelled')
+  revoke(t, 'cancelled', reason)
 elseif action == 'unblock' then
   if t.state ~= 'blocked' then return err('illegal', 'task ' .. id .. ' is ' .. t.state .. ', not blocked') end
   t.not_before = '0'

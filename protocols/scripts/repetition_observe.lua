@@ -25,6 +25,9 @@
 --
 -- KEYS: seen zset, fires hash, signals hash, signal index zset, swarm state hash, swarm window
 --       zset, then (state hash, window zset, families hash) per agent in the batch.
+--       Keys in KEYS, not built from a prefix like the board scripts' (board_lib's `key`): the caller
+--       knows every key before the call (swarm/keys.py `repetition_*`), and a script that does
+--       declares its keys; the script builds no name.
 -- ARGV: window_ms, agent_threshold, swarm_threshold (0 = off), max_distance, min_shared,
 --       min_overlap, max_evidence, max_signals, swarm scope name; then per message 8 fields: index
 --       into KEYS of the agent's state hash, agent, cls (`i` idle, `o` other, `p` progress),

@@ -4,11 +4,8 @@
 -- ARGV[4]: task id  ARGV[5]: agent  ARGV[6]: agent instance ('' = any)  ARGV[7]: lease ms
 -- ARGV[8]: leader epoch ('' = no leader check)  ARGV[9]: '1' to take it from a current owner
 -- ARGV[10]: id of the assignment message
-local _, bad0 = number_arg(7, 'lease ms')
-if bad0 then return bad0 end
-local refused = check_leader(ARGV[8])
+local refused = before_assigning(7, ARGV[8])
 if refused then return refused end
-promote_due()
 local t, failed = assign_one(ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[9] == '1', ARGV[10])
 if failed then return failed end
 return ok(t)

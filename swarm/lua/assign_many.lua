@@ -4,17 +4,13 @@
 -- ARGV[4]: leader epoch ('' = no leader check)  ARGV[5]: lease ms
 -- ARGV[6..]: quadruples (task id, agent, agent instance ('' = any), id of the assignment message)
 -- Reply: {"ok": true, "results": [{"id": ..., "token": n} or {"id": ..., "error": code, "message": ...}]}
-local _, bad0 = number_arg(5, 'lease ms')
-if bad0 then return bad0 end
-local refused = check_leader(ARGV[4])
+local refused = before_assigning(5, ARGV[4])
 if refused then return refused end
-promote_due()
 local results = {}
 for i = 6, #ARGV, 4 do
   local t, failed = assign_one(ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[5]), false, ARGV[i + 3])
   if failed then
-    local e = cjson.decode(failed)
-    results[#results + 1] = {id = ARGV[i], error = e.error, message = e.message}
+    results[#results + 1] = refusal(ARGV[i], failed)
   else
     results[#results + 1] = {id = ARGV[i], token = tonumber(t.token)}
   end

@@ -61,10 +61,10 @@ local t = {id = id, kind = spec.kind, title = spec.title, body = spec.body, prio
   result = '', reason = ''}
 save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'caps', 'files', 'state', 'owner',
   'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason')
-redis.call('ZADD', key('state:open'), NOW, id)
+redis.call('ZADD', key('state:', 'open'), NOW, id)
 redis.call('ZADD', key('tasks'), NOW, id)
 if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end
-for _, dep in ipairs(deps) do redis.call('SADD', key('dependents:' .. dep), id) end
+for _, dep in ipairs(deps) do redis.call('SADD', key('dependents:', dep), id) end
 make_ready(t)
 emit(t, 'created', t.title)
 return ok(t, {created = true})

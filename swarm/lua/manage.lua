@@ -10,9 +10,7 @@ if TERMINAL[t.state] then
   return err('illegal', 'task ' .. id .. ' is ' .. t.state .. ', a terminal state; it never changes again')
 end
 if action == 'cancel' then
-  t.token = tostring(tonumber(t.token) + 1)
-  save(t, 'token')
-  finish(t, 'cancelled', 'reason', reason, 'cancelled')
+  revoke(t, 'cancelled', reason)
 elseif action == 'unblock' then
   if t.state ~= 'blocked' then return err('illegal', 'task ' .. id .. ' is ' .. t.state .. ', not blocked') end
   t.not_before = '0'

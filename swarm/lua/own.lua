@@ -10,8 +10,8 @@
 -- ARGV[9]: retry backoff base ms  ARGV[10]: '0' to fail without retry
 -- ARGV[11]: '1' to write the owner's status message (working on / done / failed) on the bus
 -- (A busy agent reports done and claims its next tasks in one call with settle.lua instead.)
-local _, bad0 = number_arg(7, 'lease ms')
-if bad0 then return bad0 end
+local bad = invalid_numbers(7, 'lease ms')
+if bad then return bad end
 local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local speak = ARGV[11] == '1'
 local t = load(id)
@@ -23,8 +23,7 @@ if action == 'start' then
   if failed then return failed end
   if speak then say_tasks(t.owner, 'working', 'working on', {t}) end
 elseif action == 'heartbeat' then
-  t.lease_until = tostring(NOW + lease_ms)
-  redis.call('ZADD', key('leases'), NOW + lease_ms, id)
+  set_lease(t, NOW + lease_ms)
   save(t, 'lease_until')
 elseif action == 'done' then
   complete(t, text)
@@ -46,13 +45,7 @@ elseif action == 'release' then
   requeue(t, 0)
   emit(t, 'released', text)
 elseif action == 'block' then
-  unlink(t)
-  t.owner = ''
-  t.token = tostring(tonumber(t.token) + 1)
-  t.reason = text
-  t.lease_until = '0'
-  set_state(t, 'blocked')
-  save(t, 'owner', 'token', 'reason', 'state', 'lease_until')
+  disown(t, 'blocked', 'reason', text)
   emit(t, 'blocked', text)
 else
   return err('illegal', 'unknown owner action ' .. action)

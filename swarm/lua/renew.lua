@@ -4,21 +4,12 @@
 -- No event: a renewal is not a transition.
 -- ARGV[4]: agent  ARGV[5]: lease ms  ARGV[6..]: pairs (task id, token)
 -- Reply: {"ok": true, "results": [{"id": ..., "lease_until": ms} or {"id": ..., "error": code, "message": ...}]}
-local _, bad0 = number_arg(5, 'lease ms')
-if bad0 then return bad0 end
-local agent, until_ms = ARGV[4], NOW + tonumber(ARGV[5])
-local results = {}
-batch_begin()
-for i = 6, #ARGV, 2 do
-  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
-  if refused then
-    results[#results + 1] = refused
-  else
-    t.lease_until = tostring(until_ms)
-    index('ZADD', key('leases'), until_ms, t.id)
-    save(t, 'lease_until')
-    results[#results + 1] = {id = t.id, lease_until = until_ms}
-  end
-end
-batch_end()
+local bad = invalid_numbers(5, 'lease ms')
+if bad then return bad end
+local until_ms = NOW + tonumber(ARGV[5])
+local results = for_owned(6, 2, ARGV[4], load_for_report, function(t)
+  set_lease(t, until_ms)
+  save(t, 'lease_until')
+  return {id = t.id, lease_until = until_ms}
+end)
 return cjson.encode({ok = true, results = results})

@@ -6,24 +6,15 @@
 -- ARGV[8]: '1' to write the agent's status messages  ARGV[9..]: triples (task id, token, result)
 -- Reply: {"ok": true, "done": [{"id": ..., "updated": ms} or {"id": ..., "error": code, "message": ...}],
 --         "tasks": [claimed tasks], "tip": events id when it claimed fewer than asked}
-local _, bad0 = number_arg(6, 'lease ms')
-if bad0 then return bad0 end
-local _, bad1 = number_arg(7, 'count')
-if bad1 then return bad1 end
+local bad = invalid_numbers(6, 'lease ms', 7, 'count')
+if bad then return bad end
 local agent, speak = ARGV[4], ARGV[8] == '1'
-local done, completed = {}, {}
-batch_begin()
-for i = 9, #ARGV, 3 do
-  local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, load_for_report)
-  if refused then
-    done[#done + 1] = refused
-  else
-    complete(t, ARGV[i + 2])
-    completed[#completed + 1] = t
-    done[#done + 1] = {id = t.id, updated = tonumber(t.updated)}
-  end
-end
-batch_end()
+local completed = {}
+local done = for_owned(9, 3, agent, load_for_report, function(t, i)
+  complete(t, ARGV[i + 2])
+  completed[#completed + 1] = t
+  return {id = t.id, updated = tonumber(t.updated)}
+end)
 if speak then say_tasks(agent, 'done', 'done', completed) end
 local claimed, tip = {}, nil
 if tonumber(ARGV[7]) > 0 then

@@ -5,20 +5,10 @@
 -- tasks no free agent fits); and for each agent the files of those tasks it has affinity for.
 -- ARGV[4]: offset into the ready queue  ARGV[5]: most tasks to return  ARGV[6]: most leases to reclaim
 -- ARGV[7]: an agent heard from within this many ms counts as live
-local _, bad0 = number_arg(4, 'offset')
-if bad0 then return bad0 end
-local _, bad1 = number_arg(5, 'count')
-if bad1 then return bad1 end
-local _, bad2 = number_arg(6, 'reclaim limit')
-if bad2 then return bad2 end
-local _, bad3 = number_arg(7, 'live window ms')
-if bad3 then return bad3 end
-local moved = reclaim_expired(tonumber(ARGV[6]))
-local out = {ok = true, moved = moved, tasks = {}, agents = {}}
-local next_expiry = redis.call('ZRANGE', key('leases'), 0, 0, 'WITHSCORES')
-local next_delayed = redis.call('ZRANGE', key('delayed'), 0, 0, 'WITHSCORES')
-if #next_expiry > 0 then out.next_expiry = tonumber(next_expiry[2]) end
-if #next_delayed > 0 then out.next_ready = tonumber(next_delayed[2]) end
+local bad = invalid_numbers(4, 'offset', 5, 'count', 6, 'reclaim limit', 7, 'live window ms')
+if bad then return bad end
+local out = reclaim_round(tonumber(ARGV[6]))
+out.tasks, out.agents = {}, {}
 
 local seen = {}
 local rows = redis.call('ZRANGE', key('agents:seen'), 0, -1, 'WITHSCORES')
@@ -29,7 +19,7 @@ local cards = redis.call('HGETALL', key('agents'))
 for i = 1, #cards, 2 do
   local name = cards[i]
   local agent = {name = name, card = cards[i + 1], seen = seen[name] or 0,
-    load = redis.call('SCARD', key('owned:' .. name)), affinity = {}}
+    load = redis.call('SCARD', key('owned:', name)), affinity = {}}
   if agent.seen > 0 and agent.seen >= live_since then
     local ok_card, card = pcall(cjson.decode, agent.card)
     if ok_card and type(card) == 'table' and type(card.concurrency) == 'number' then
@@ -59,7 +49,7 @@ end
 if any_file then
   for _, agent in ipairs(out.agents) do
     for file in pairs(files) do
-      if redis.call('SISMEMBER', key('affinity:' .. agent.name), file) == 1 then
+      if redis.call('SISMEMBER', key('affinity:', agent.name), file) == 1 then
         agent.affinity[#agent.affinity + 1] = file
       end
     end
