@@ -26,7 +26,9 @@ from redis.asyncio import Redis
 from swarm.board import Board, Claimed, Settled, Task
 from swarm.bus import Bus, Consumer, Delivery
 from swarm.errors import BackendError, StaleToken, SwarmError
+from swarm.keys import Keys
 from swarm.lifeline import Lifeline
+from swarm.presence import Presence, named
 from swarm.protocol import Assignment, Command, HeartbeatBody, StatusBody, message, new_id
 from swarm.recorder import Recorder
 from swarm.registry import AgentCard, Registry
@@ -108,6 +110,11 @@ class Agent:
         running on the board, are heartbeated like the rest, and are released, not run, on shutdown."""
         self.idle_chatter_s = idle_chatter_s
         self.instance = new_id()
+        self.connection = Keys(settings.name).connection(self.instance)
+        # Every connection of this instance carries its name: when they are all gone, so is the
+        # instance, and a sweeper puts its tasks back on the board in seconds (swarm.presence).
+        redis = named(redis, self.connection)
+        self.redis = redis
         self.metrics = metrics or Recorder()
         self.bus = Bus(redis, settings, self.metrics)
         self.inbox: Consumer | None = None
@@ -156,7 +163,8 @@ class Agent:
         await inbox.setup()
         self.lifeline.start()
         self.inbox = inbox
-        self.card = await self.registry.register(self.card, self.instance)
+        self.card = await self.registry.register(
+            self.card, self.instance, connection=self.connection if self.settings.presence else "")
         self.settler.caps = self._caps
         structlog.contextvars.bind_contextvars(agent=self.name)
         await self._say("online, ready for work", "idle")
@@ -166,6 +174,8 @@ class Agent:
             async with anyio.create_task_group() as life:
                 life.start_soon(self._heartbeats)
                 life.start_soon(self.settler.run)
+                if self.claim:  # with no captain, the agents that claim recover the dead ones' tasks
+                    life.start_soon(Presence(self.redis, self.settings).run)
                 async with anyio.create_task_group() as workers:
                     self._workers = workers
                     for _ in range(self.card.concurrency):
@@ -194,6 +204,7 @@ class Agent:
             with anyio.CancelScope(shield=True):
                 await self.registry.deregister(self.name, self.instance)
                 await self._say("offline", "done")
+                await self.redis.aclose()
 
     async def _drain(self) -> None:
         if self.jobs:
@@ -323,7 +334,7 @@ class Agent:
         """Release the job's task at shutdown (shielded): the next owner need not wait for the lease."""
         with anyio.CancelScope(shield=True):
             try:
-                await self.board.release(job.task_id, job.token, f"{self.name} shut down")
+                await self.board.release(job.task_id, job.token, f"{self.name} shut down", agent=self.name)
             except SwarmError as exc:
                 log.warning("release refused", task=job.task_id, reason=str(exc))
 
@@ -377,7 +388,7 @@ class Agent:
         return None
 
     async def _report_failure(self, job: _Job, task: Task, reason: str) -> None:
-        after = await self.board.fail(job.task_id, job.token, reason)
+        after = await self.board.fail(job.task_id, job.token, reason, agent=self.name)
         self.failed += 1
         self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
         log.warning("task failed", task=task.id, error=reason, state=after.state)

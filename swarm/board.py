@@ -347,6 +347,19 @@ class Board:
             wake_at=int(min(wake)) if wake else None,
         )
 
+    # --- agents coming and going ----------------------------------------------------------------
+    async def register(self, agent: str, instance: str, card: str) -> list[str]:
+        """Write an agent's card as `instance` and mark it seen; the tasks `agent` still owns (an
+        earlier instance's) go back to open in the same step, each counted as an attempt. The ids."""
+        _check_agent(agent)
+        return list((await self._call("register", agent, instance, card)).get("moved") or [])
+
+    async def reap(self, agent: str, instance: str) -> list[str]:
+        """`instance` of `agent` is dead (its connections are gone): mark it gone and put its tasks
+        back, each counted as an attempt, unless a newer instance registered meanwhile. The ids."""
+        _check_agent(agent)
+        return list((await self._call("reap", agent, instance)).get("moved") or [])
+
     # --- the owner's transitions ---------------------------------------------------------------
     async def claim_next(self, agent: str, caps: Sequence[str]) -> Task | None:
         """Take the best ready task `agent` is capable of (`*` = anything); None when none is."""
@@ -403,38 +416,41 @@ class Board:
     def _speak(self) -> str:
         return "1" if self.speak else "0"
 
-    async def _own(self, action: str, task_id: str, token: int, text: str = "", retry: bool = True) -> Task:
+    async def _own(self, action: str, task_id: str, token: int, agent: str, text: str = "", retry: bool = True,
+                   ) -> Task:
+        _check_agent(agent)
         reply = await self._call(
             "own", action, task_id, str(token), self.lease_ms, text,
-            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0", self._speak,
+            int(self.settings.retry_backoff_s * 1000), "1" if retry else "0", self._speak, agent,
         )
         return Task.from_redis(reply["task"])
 
-    async def start(self, task_id: str, token: int) -> Task:
+    # Each takes the owner's name and its token: a third party holding a valid token is refused.
+    async def start(self, task_id: str, token: int, *, agent: str) -> Task:
         """assigned -> running."""
-        return await self._own("start", task_id, token)
+        return await self._own("start", task_id, token, agent)
 
-    async def heartbeat(self, task_id: str, token: int) -> Task:
+    async def heartbeat(self, task_id: str, token: int, *, agent: str) -> Task:
         """Extend the lease by `lease_s`."""
-        return await self._own("heartbeat", task_id, token)
+        return await self._own("heartbeat", task_id, token, agent)
 
-    async def complete(self, task_id: str, token: int, result: str = "") -> Task:
+    async def complete(self, task_id: str, token: int, result: str = "", *, agent: str) -> Task:
         """-> done with `result` (`settle` reports many and claims the next in the same call)."""
-        return await self._own("done", task_id, token, result)
+        return await self._own("done", task_id, token, agent, result)
 
-    async def fail(self, task_id: str, token: int, reason: str, *, retry: bool = True) -> Task:
+    async def fail(self, task_id: str, token: int, reason: str, *, agent: str, retry: bool = True) -> Task:
         """-> open after a backoff while attempts remain (and `retry`), else failed with `reason`."""
-        task = await self._own("fail", task_id, token, reason, retry)
+        task = await self._own("fail", task_id, token, agent, reason, retry)
         self._said(1)
         return task
 
-    async def release(self, task_id: str, token: int, note: str = "released") -> Task:
+    async def release(self, task_id: str, token: int, note: str = "released", *, agent: str) -> Task:
         """Give the task back (graceful shutdown): open again now, the attempt not counted."""
-        return await self._own("release", task_id, token, note)
+        return await self._own("release", task_id, token, agent, note)
 
-    async def block(self, task_id: str, token: int, reason: str) -> Task:
+    async def block(self, task_id: str, token: int, reason: str, *, agent: str) -> Task:
         """-> blocked with a reason; `unblock` reopens it."""
-        return await self._own("block", task_id, token, reason)
+        return await self._own("block", task_id, token, agent, reason)
 
 
 def _check_agent(agent: str) -> None:

@@ -23,6 +23,7 @@ from swarm.connection import doing, text
 from swarm.errors import BackendError, NotLeader
 from swarm.keys import FIELD_BYTES, Keys
 from swarm.lua import Scripts
+from swarm.presence import Presence
 from swarm.protocol import new_id, now_ms
 from swarm.recorder import Recorder
 from swarm.registry import AgentInfo, Registry, parse_card
@@ -233,6 +234,7 @@ class Captain:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_lease)
                 tg.start_soon(self._listen)
+                tg.start_soon(Presence(self.redis, self.settings).run)
                 task_status.started()
                 await self._assign_loop()
         finally:

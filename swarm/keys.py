@@ -144,6 +144,15 @@ class Keys:
         return self.prefix + "agents:seen"
 
     @property
+    def presence_lock(self) -> str:
+        """String with a short TTL: held by whichever process sweeps for dead agents this second."""
+        return self.prefix + "presence:lock"
+
+    def connection(self, instance: str) -> str:
+        """Not a key: the name (CLIENT SETNAME) of every connection of one agent instance."""
+        return self.prefix + instance
+
+    @property
     def leader(self) -> str:
         """String `<epoch>:<instance>` with a TTL: the captain that holds the leader lease."""
         return self.prefix + "captain:leader"

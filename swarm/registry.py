@@ -15,6 +15,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis.asyncio import Redis
 
+from swarm.board import Board
 from swarm.connection import doing
 from swarm.keys import Keys
 from swarm.protocol import AGENT_PATTERN, now_ms
@@ -43,6 +44,9 @@ class AgentCard(BaseModel):
     pid: int = Field(default_factory=os.getpid)
     started_at: int = Field(default_factory=now_ms)
     instance: str = ""
+    connection: str = ""
+    """The name (CLIENT SETNAME) of this instance's connections: while none is open, the instance is
+    dead and its tasks go back to the board (see `swarm.presence`). Empty: leases alone tell."""
 
     def can(self, caps: tuple[str, ...]) -> bool:
         """True when this agent has every capability in `caps` (or the wildcard `*`)."""
@@ -80,14 +84,14 @@ class Registry:
         self.settings = settings
         self.keys = Keys(settings.name)
 
-    async def register(self, card: AgentCard, instance: str) -> AgentCard:
-        """Record the card under a new instance id, replacing any earlier instance of the name."""
-        card = card.model_copy(update={"instance": instance})
-        with doing("registering an agent"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.agents, card.name, card.model_dump_json())
-                pipe.zadd(self.keys.agent_seen, {card.name: now_ms()})
-                await pipe.execute()
+    async def register(self, card: AgentCard, instance: str, *, connection: str = "") -> AgentCard:
+        """Record the card under a new instance id, replacing any earlier instance of the name; the
+        tasks an earlier instance still held go back to the board in the same step (it is dead, or
+        about to learn it was replaced). `connection`: the name of this instance's connections."""
+        card = card.model_copy(update={"instance": instance, "connection": connection})
+        released = await Board(self.redis, self.settings).register(card.name, instance, card.model_dump_json())
+        if released:
+            log.info("an earlier instance's tasks are back on the board", agent=card.name, tasks=released)
         return card
 
     async def heartbeat(self, name: str, instance: str) -> bool:

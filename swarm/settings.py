@@ -10,6 +10,23 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from swarm.protocol import AGENT_PATTERN
 
+HOME = ".swarm"
+"""The folder name of a swarm's home (`SWARM_HOME` when that is not set)."""
+
+
+def find_home(start: Path | None = None) -> Path:
+    """The swarm home for work in `start` (default: the working directory): the `.swarm` folder in
+    it or in the nearest folder above it that has one, the way git finds `.git`, so every folder
+    of a project uses the project's server and board; `start/.swarm` when no folder up has one."""
+    try:
+        here = (start or Path.cwd()).resolve()
+    except OSError:  # the working directory was deleted under us
+        return Path(HOME)
+    for folder in (here, *here.parents):
+        if (folder / HOME).is_dir():
+            return folder / HOME
+    return here / HOME
+
 
 class Settings(BaseSettings):
     """Everything a swarm process needs to know. No module-level singleton: build one and pass it."""
@@ -18,7 +35,10 @@ class Settings(BaseSettings):
 
     name: str = Field("default", description="Swarm name; every key of one swarm shares its hash tag.")
     redis_url: str | None = Field(None, description="redis://, rediss:// or unix://; unset = embedded Valkey.")
-    home: Path = Field(Path(".swarm"), description="Where the embedded server keeps its data and logs.")
+    home: Path = Field(
+        default_factory=find_home,
+        description="Where the embedded server keeps its data and logs; unset: the nearest `.swarm` up from here.",
+    )
     stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN of every stream.")
     max_message_bytes: int = Field(64 * 1024, ge=256, description="Size limit on encode and decode.")
     max_deliveries: int = Field(5, ge=1, description="Deliveries after which an entry is dead-lettered.")
@@ -29,6 +49,10 @@ class Settings(BaseSettings):
     connect_retries: int = Field(6, ge=0, description="Retries with exponential backoff on connection loss.")
     log_level: str = Field("info", description="debug, info, warning or error.")
     uvloop: bool = Field(True, description="Run the CLI's event loop on uvloop when it is installed.")
+    forget_agents_after: float = Field(
+        86_400.0, gt=0, description="Seconds (default 1 day) after which a gone agent is no longer listed by "
+        "`swarm agents`, and `swarm agents --prune` forgets it.",
+    )
     lease_s: float = Field(30.0, gt=0, description="Task lease; heartbeats extend it, expiry reclaims the task.")
     max_attempts: int = Field(3, ge=1, description="Default attempts per task before it is failed.")
     retry_backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles per attempt, capped at 60 s.")
@@ -36,6 +60,8 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Agent heartbeat period (at most lease_s / 3); stale after 3, gone after 15."
     )
     leader_lease_s: float = Field(5.0, gt=0, description="Captain leader lease; a standby takes over after it.")
+    presence: bool = Field(True, description="Reap agents whose connections closed (seconds, not a lease); "
+                                             "turn off behind a proxy that hides client connections.")
 
     @property
     def heartbeat_period_s(self) -> float:

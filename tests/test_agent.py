@@ -65,7 +65,7 @@ async def test_sigkill_mid_task_completes_on_another_agent_exactly_once(redis: R
     assert events.count("done") == 1
     assert events == ["created", "claimed", "expired", "claimed", "done"]
     with pytest.raises(StaleToken, match=rf"^token {stale.token} for task {task.id} is stale"):
-        await board.complete(task.id, stale.token, "late")
+        await board.complete(task.id, stale.token, "late", agent=stale.owner or "")
     agents = {a.card.name: a.liveness for a in await Registry(redis, fast).all()}
     assert agents["a2"] == "gone"  # deregistered on SIGTERM
     await eventually(lambda: _liveness(redis, fast, "a1", "gone"), within=5)

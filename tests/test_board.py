@@ -29,12 +29,12 @@ def quick(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(update=changes)
 
 
-def owner_actions(board: Board, task_id: str, token: int) -> list[Callable[[], Awaitable[Task]]]:
-    """Every transition an owner can make, each ready to be tried."""
+def owner_actions(board: Board, task_id: str, token: int, agent: str = "w") -> list[Callable[[], Awaitable[Task]]]:
+    """Every transition an owner can make (as `agent`), each ready to be tried."""
     return [
-        lambda: board.start(task_id, token), lambda: board.heartbeat(task_id, token),
-        lambda: board.complete(task_id, token), lambda: board.fail(task_id, token, "again"),
-        lambda: board.release(task_id, token), lambda: board.block(task_id, token, "why"),
+        lambda: board.start(task_id, token, agent=agent), lambda: board.heartbeat(task_id, token, agent=agent),
+        lambda: board.complete(task_id, token, agent=agent), lambda: board.fail(task_id, token, "again", agent=agent),
+        lambda: board.release(task_id, token, agent=agent), lambda: board.block(task_id, token, "why", agent=agent),
     ]
 
 
@@ -104,16 +104,16 @@ async def test_a_worker_that_lost_its_lease_is_fenced_off(redis: Redis, settings
     stale = f"token 1 for task {task.id} is stale (current token 3, state running): the lease was lost and " \
             "the task moved on; drop it"
     with pytest.raises(StaleToken) as exc:
-        await board.heartbeat(task.id, slow.token)
+        await board.heartbeat(task.id, slow.token, agent=slow.owner or "")
     assert str(exc.value) == stale
     with pytest.raises(StaleToken) as exc:
-        await board.complete(task.id, slow.token, "late result")
+        await board.complete(task.id, slow.token, "late result", agent=slow.owner or "")
     assert str(exc.value) == stale
 
-    done = await board.complete(task.id, fast.token, "on time")
+    done = await board.complete(task.id, fast.token, "on time", agent=fast.owner or "")
     assert (done.state, done.owner, done.result) == ("done", "fast", "on time")
     with pytest.raises(StaleToken) as exc:  # still refused once the task is finished
-        await board.complete(task.id, slow.token, "late result")
+        await board.complete(task.id, slow.token, "late result", agent=slow.owner or "")
     assert str(exc.value) == (f"token 1 for task {task.id} is stale (current token 3, state done): the lease was "
                               "lost and the task moved on; drop it")
     history = [e.body.event for e in await board.history(task.id)]
@@ -131,9 +131,9 @@ async def test_reassigned_worker_is_fenced_and_the_new_owner_completes_once(redi
     second = await board.assign(task.id, "a2")
     assert (first.token, second.token) == (1, 3)
     with pytest.raises(StaleToken):
-        await board.start(task.id, first.token)
-    await board.start(task.id, second.token)
-    await board.complete(task.id, second.token)
+        await board.start(task.id, first.token, agent=first.owner or "")
+    await board.start(task.id, second.token, agent=second.owner or "")
+    await board.complete(task.id, second.token, agent=second.owner or "")
     assert [e.body.event for e in await board.history(task.id)] == [
         "created", "assigned", "expired", "assigned", "started", "done"]
 
@@ -143,12 +143,12 @@ async def test_retry_limit_fails_with_the_last_reason(redis: Redis, settings: Se
     task, _ = await board.create(spec(max_attempts=2))
     one = await board.claim_next("w", ["audit"])
     assert one is not None
-    retried = await board.fail(task.id, one.token, "flaky network")
+    retried = await board.fail(task.id, one.token, "flaky network", agent=one.owner or "")
     assert (retried.state, retried.owner, retried.attempts, retried.reason) == ("open", None, 1, "flaky network")
     two = await board.claim_next("w", ["audit"])
     assert two is not None
     assert two.attempts == 2
-    failed = await board.fail(task.id, two.token, "disk full")
+    failed = await board.fail(task.id, two.token, "disk full", agent=two.owner or "")
     assert (failed.state, failed.reason, failed.attempts) == ("failed", "disk full", 2)
     assert [e.body.event for e in await board.history(task.id)] == ["created", "claimed", "retry", "claimed",
                                                                       "failed"]
@@ -161,7 +161,7 @@ async def test_fail_without_retry_and_backoff(redis: Redis, settings: Settings) 
     task, _ = await board.create(spec())
     owned = await board.claim_next("w", ["audit"])
     assert owned is not None
-    backing = await board.fail(task.id, owned.token, "try later")
+    backing = await board.fail(task.id, owned.token, "try later", agent=owned.owner or "")
     assert backing.state == "open"
     assert backing.not_before > backing.updated
     assert await board.ready() == []
@@ -174,7 +174,7 @@ async def test_fail_without_retry_and_backoff(redis: Redis, settings: Settings) 
     got = await board.claim_next("w", ["audit"])
     assert got is not None
     assert got.id == other.id
-    final = await board.fail(other.id, got.token, "bad input", retry=False)
+    final = await board.fail(other.id, got.token, "bad input", retry=False, agent=got.owner or "")
     assert (final.state, final.reason, final.attempts) == ("failed", "bad input", 1)
 
 
@@ -190,7 +190,7 @@ async def test_lease_expiry_past_the_retry_limit_fails_the_task(redis: Redis, se
     assert (failed.state, failed.reason) == ("failed", "lease of w1 expired on attempt 1 of 1")
     assert await board.owned("w1") == set()
     with pytest.raises(StaleToken):
-        await board.heartbeat(task.id, owned.token)
+        await board.heartbeat(task.id, owned.token, agent=owned.owner or "")
 
 
 async def test_terminal_states_reject_every_transition(redis: Redis, settings: Settings) -> None:
@@ -204,8 +204,8 @@ async def test_terminal_states_reject_every_transition(redis: Redis, settings: S
     assert d is not None
     assert f is not None
     assert c is not None
-    await board.complete(done.id, d.token, "ok")
-    await board.fail(failed.id, f.token, "broken")
+    await board.complete(done.id, d.token, "ok", agent=d.owner or "")
+    await board.fail(failed.id, f.token, "broken", agent=f.owner or "")
     cancelled_task = await board.cancel(cancelled.id, "not needed")
     assert (cancelled_task.state, cancelled_task.reason, cancelled_task.token) == ("cancelled", "not needed", 2)
 
@@ -253,12 +253,12 @@ async def test_owner_transitions_and_their_refusals(redis: Redis, settings: Sett
     task, _ = await board.create(spec())
     assigned = await board.assign(task.id, "w")
     with pytest.raises(StaleToken) as stale:
-        await board.start(task.id, assigned.token + 1)
+        await board.start(task.id, assigned.token + 1, agent=assigned.owner or "")
     assert str(stale.value) == (f"token 2 for task {task.id} is stale (current token 1, state assigned): the lease "
                                 "was lost and the task moved on; drop it")
-    running = await board.start(task.id, assigned.token)
+    running = await board.start(task.id, assigned.token, agent=assigned.owner or "")
     with pytest.raises(IllegalTransition) as exc:
-        await board.start(task.id, running.token)
+        await board.start(task.id, running.token, agent=running.owner or "")
     assert str(exc.value) == f"task {task.id} is already running"
     with pytest.raises(IllegalTransition) as exc:
         await board.assign(task.id, "w2")
@@ -267,11 +267,11 @@ async def test_owner_transitions_and_their_refusals(redis: Redis, settings: Sett
         await board.assign(task.id, "w", force=True)
     assert str(exc.value) == f"task {task.id} is already running by w"
 
-    blocked = await board.block(task.id, running.token, "needs a human")
+    blocked = await board.block(task.id, running.token, "needs a human", agent=running.owner or "")
     assert (blocked.state, blocked.owner, blocked.reason) == ("blocked", None, "needs a human")
     assert await board.owned("w") == set()
     with pytest.raises(StaleToken):
-        await board.heartbeat(task.id, running.token)
+        await board.heartbeat(task.id, running.token, agent=running.owner or "")
     with pytest.raises(IllegalTransition) as exc:
         await board.assign(task.id, "w")
     assert str(exc.value) == f"task {task.id} is blocked, not open"
@@ -283,10 +283,10 @@ async def test_owner_transitions_and_their_refusals(redis: Redis, settings: Sett
 
     again = await board.claim_next("w", ["audit"])
     assert again is not None
-    released = await board.release(task.id, again.token, "shutting down")
+    released = await board.release(task.id, again.token, "shutting down", agent=again.owner or "")
     assert (released.state, released.attempts) == ("open", 1)  # a release does not count as an attempt
     with pytest.raises(TaskNotFound) as missing:
-        await board.complete("t-999", 1)
+        await board.complete("t-999", 1, agent="w")
     assert str(missing.value) == "no task t-999 on this board; `swarm task list` shows the ids"
     with pytest.raises(TaskNotFound):
         await board.get("t-999")
@@ -300,7 +300,7 @@ async def test_reassign_moves_ownership_and_fences_the_old_owner(redis: Redis, s
     assert (new.owner, new.token, new.state) == ("a2", 2, "assigned")
     assert (await board.owned("a1"), await board.owned("a2")) == (set(), {task.id})
     with pytest.raises(StaleToken):
-        await board.start(task.id, old.token)
+        await board.start(task.id, old.token, agent=old.owner or "")
     assert (await board.history(task.id))[-1].body.detail == "from a1"
 
 
@@ -341,7 +341,7 @@ async def test_dependencies_gate_readiness(redis: Redis, settings: Settings) -> 
     assert owned is not None
     assert owned.id == first.id
     assert await board.claim_next("w", ["audit"]) is None  # second waits on first
-    await board.complete(first.id, owned.token)
+    await board.complete(first.id, owned.token, agent=owned.owner or "")
     assert [t.id for t in await board.ready()] == [second.id]
     nxt = await board.claim_next("w", ["audit"])
     assert nxt is not None
@@ -363,7 +363,7 @@ async def test_a_dependency_named_twice_still_releases_the_task(redis: Redis, se
     assert (second.deps_left, second.blocked_by) == (1, (first.id,))
     owned = await board.claim_next("w", ["audit"])
     assert owned is not None
-    await board.complete(first.id, owned.token)
+    await board.complete(first.id, owned.token, agent=owned.owner or "")
     assert [t.id for t in await board.ready()] == [second.id]
 
 
@@ -401,18 +401,18 @@ async def test_every_transition_is_an_event_in_the_stream_and_the_history(redis:
     b, _ = await board.create(spec("b", blocked_by=(a.id,)))
     c, _ = await board.create(spec("c", max_attempts=1))
     t = await board.assign(a.id, "w1")
-    t = await board.start(a.id, t.token)
-    await board.heartbeat(a.id, t.token)  # not a transition: no event
-    t = await board.fail(a.id, t.token, "oops")
+    t = await board.start(a.id, t.token, agent=t.owner or "")
+    await board.heartbeat(a.id, t.token, agent=t.owner or "")  # not a transition: no event
+    t = await board.fail(a.id, t.token, "oops", agent=t.owner or "")
     t = await board.assign(a.id, "w1")
     t = await board.assign(a.id, "w2", force=True)
-    t = await board.block(a.id, t.token, "question")
+    t = await board.block(a.id, t.token, "question", agent=t.owner or "")
     await board.unblock(a.id, "answer")
     t = await board.assign(a.id, "w1")
-    await board.release(a.id, t.token)
+    await board.release(a.id, t.token, agent=t.owner or "")
     assert await board.claim_next("w1", ["audit"]) is not None  # a (c waits behind it)
     t = await board.get(a.id)
-    await board.complete(a.id, t.token, "x" * 20_000)  # a result too long for an event's detail
+    await board.complete(a.id, t.token, "x" * 20_000, agent=t.owner or "")  # a result too long for an event's detail
     owned_b = await board.claim_next("w2", ["audit"])
     owned_c = await board.claim_next("w3", ["audit"])
     assert owned_b is not None
@@ -455,7 +455,7 @@ async def test_reclaim_reports_when_to_look_again(redis: Redis, settings: Settin
     assert (moved, wake) == ([], owned.lease_until)
     other = await board.claim_next("w", ["audit"])
     assert other is not None
-    backing = await board.fail(other.id, other.token, "later")
+    backing = await board.fail(other.id, other.token, "later", agent=other.owner or "")
     moved, wake = await board.reclaim_expired()
     assert moved == []
     assert wake == min(backing.not_before, owned.lease_until)
@@ -482,7 +482,7 @@ async def test_a_long_result_is_clipped_in_the_event_at_a_character_boundary(red
     owned = await board.claim_next("w", ["audit"])
     assert owned is not None
     result = "ab" + "😀" * 5000  # 20,002 bytes; 16,384 falls inside a 4-byte character
-    await board.complete(task.id, owned.token, result)
+    await board.complete(task.id, owned.token, result, agent=owned.owner or "")
     done = (await board.history(task.id))[-1]
     assert (done.body.event, done.body.detail) == ("done", "ab" + "😀" * 4095)
     assert (await board.get(task.id)).result == result
@@ -516,14 +516,14 @@ async def test_owner_transitions_say_the_owners_status_on_the_bus(redis: Redis, 
     b, _ = await board.create(spec("second"))
     got = await board.claim_next("a1", ["audit"])
     assert got is not None
-    await board.complete(got.id, got.token, "ok")
+    await board.complete(got.id, got.token, "ok", agent=got.owner or "")
     assigned = await board.assign(b.id, "a2")
-    await board.start(b.id, assigned.token)
-    await board.fail(b.id, assigned.token, "boom", retry=False)
+    await board.start(b.id, assigned.token, agent=assigned.owner or "")
+    await board.fail(b.id, assigned.token, "boom", retry=False, agent=assigned.owner or "")
     c, _ = await quiet.create(spec("third"))
     silent = await quiet.claim_next("a3", ["audit"])
     assert silent is not None
-    await quiet.complete(silent.id, silent.token)
+    await quiet.complete(silent.id, silent.token, agent=silent.owner or "")
     rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.bus))
     said = [(m.sender, m.body.state, m.body.text) for m in (decode(f[FIELD.encode()]) for _, f in rows)]  # type: ignore[union-attr]
     assert said == [
@@ -651,3 +651,26 @@ async def test_renew_extends_every_lease_held_each_fenced_by_its_token(redis: Re
     assert await redis.zscore(board.keys.leases, a.id) == after.lease_until
     assert (await board.get(b.id)).lease_until == before[b.id]
     assert [e.body.event for e in await board.history(a.id)] == ["created", "claimed"]  # no event
+
+
+async def test_a_third_party_holding_the_valid_token_is_refused_on_every_transition(
+    redis: Redis, settings: Settings
+) -> None:
+    board = Board(redis, settings)
+    for title in ("claimed", "assigned"):
+        await board.create(spec(title))
+    claimed = await board.claim_next("a1", ["audit"])
+    assigned = await board.assign("t-2", "a1")
+    assert claimed is not None
+    for task in (claimed, assigned):
+        before = await board.get(task.id)
+        for action in owner_actions(board, task.id, task.token, agent="mallory"):
+            with pytest.raises(IllegalTransition) as exc:
+                await action()
+            assert str(exc.value) == f"task {task.id} is owned by a1, not mallory"
+        assert await board.get(task.id) == before  # nothing moved, not even the lease
+        renewed = await board.renew("mallory", [(task.id, task.token)])
+        assert [str(e) for _, e in renewed] == [f"task {task.id} is owned by a1, not mallory"]
+        settled, _ = await board.settle("mallory", [(task.id, task.token, "forged")])
+        assert [str(r.error) for r in settled] == [f"task {task.id} is owned by a1, not mallory"]
+    assert (await board.complete(claimed.id, claimed.token, "mine", agent="a1")).state == "done"

@@ -252,7 +252,7 @@ async def test_tick_assigns_by_capability_capacity_and_affinity(redis: Redis, se
     # z9 once finished work on src/app.py: it gets the next task on that file, though a1 sorts first.
     warmup, _ = await board.create(spec("warm-up", files=("src/app.py",)))
     done = await board.assign(warmup.id, "z9")
-    await board.complete(warmup.id, done.token)
+    await board.complete(warmup.id, done.token, agent=done.owner or "")
     assert await board.affinity("z9") == {"src/app.py"}
 
     app, _ = await board.create(spec("audit app", files=("src/app.py",)))
@@ -281,7 +281,7 @@ async def test_tick_assigns_by_capability_capacity_and_affinity(redis: Redis, se
     assert captain.assigned == 5
     # A finished task frees a slot; the next tick fills it.
     running = await board.get(audits[0].id)
-    await board.complete(running.id, running.token)
+    await board.complete(running.id, running.token, agent=running.owner or "")
     await captain.tick()
     assert (await board.get(audits[3].id)).owner == "a1"
 
@@ -343,7 +343,7 @@ async def test_why_explains_every_case(redis: Redis, settings: Settings) -> None
     finished, _ = await board.create(spec("finished"))
     owner = await board.claim_next("w", ["audit"])
     assert owner is not None
-    await board.complete(finished.id, owner.token, "all good")
+    await board.complete(finished.id, owner.token, "all good", agent=owner.owner or "")
     assert await captain.why(finished.id) == f"{finished.id} is done: all good; terminal, it never changes."
     dropped, _ = await board.create(spec("dropped"))
     await board.cancel(dropped.id, "")
@@ -355,7 +355,7 @@ async def test_why_explains_every_case(redis: Redis, settings: Settings) -> None
         rf"{held.id} is assigned by w \(token 1, attempt 1 of 3, lease (29\.\d|30\.0)s left\)\.",
         await captain.why(held.id),
     )
-    await board.block(held.id, holder.token, "needs credentials")
+    await board.block(held.id, holder.token, "needs credentials", agent=holder.owner or "")
     assert await captain.why(held.id) == (
         f"{held.id} is blocked: needs credentials; `swarm task unblock {held.id}` reopens it.")
     await board.cancel(held.id)
@@ -372,7 +372,7 @@ async def test_why_explains_every_case(redis: Redis, settings: Settings) -> None
     flaky, _ = await board.create(spec("flaky"))
     got = await board.claim_next("w", ["audit"])
     assert got is not None
-    await board.fail(flaky.id, got.token, "timeout talking to the API")
+    await board.fail(flaky.id, got.token, "timeout talking to the API", agent=got.owner or "")
     assert re.fullmatch(rf"{flaky.id} is open, backing off (29\.\d|30\.0)s after a failure: timeout talking to the "
                         r"API\.", await captain.why(flaky.id))
     await board.cancel(flaky.id)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 
@@ -23,10 +23,11 @@ import structlog
 from redis.asyncio import Redis
 from typer.testing import CliRunner, Result
 
-from swarm.board import Board, TaskSpec
+from swarm.board import Board, Task, TaskSpec
 from swarm.captain import Captain
 from swarm.cli import app
-from swarm.connection import open_redis
+from swarm.cli.board import snapshot
+from swarm.connection import open_redis, text
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
 
@@ -177,7 +178,7 @@ def test_list_and_board_refuse_a_bad_state_or_kind(cli: Cli) -> None:
 def test_show_prints_the_whole_history(cli: Cli) -> None:
     task_id = make(cli)
     token = data(cli("task", "next", "--agent", "a1", "--can", "audit", "--json"))["token"]
-    ok(cli("task", "done", task_id, "--token", str(token), "--result", "no secrets found"))
+    ok(cli("task", "done", task_id, "--token", str(token), "--agent", "a1", "--result", "no secrets found"))
     shown = data(cli("task", "show", task_id, "--json"))
     assert (shown["id"], shown["state"], shown["owner"], shown["result"]) == (task_id, "done", "a1", "no secrets found")
     assert [(e["event"], e["state"], e["owner"], e["token"], e["detail"]) for e in shown["history"]] == [
@@ -194,10 +195,11 @@ def test_show_prints_the_whole_history(cli: Cli) -> None:
     "args",
     [
         ["show", "t-404"], ["why", "t-404"], ["assign", "t-404", "--to", "a1"], ["reassign", "t-404", "--to", "a1"],
-        ["cancel", "t-404"], ["unblock", "t-404"], ["start", "t-404", "--token", "1"],
-        ["heartbeat", "t-404", "--token", "1"], ["done", "t-404", "--token", "1"],
-        ["fail", "t-404", "--token", "1", "--reason", "r"], ["block", "t-404", "--token", "1", "--reason", "r"],
-        ["release", "t-404", "--token", "1"],
+        ["cancel", "t-404"], ["unblock", "t-404"], ["start", "t-404", "--token", "1", "--agent", "a1"],
+        ["heartbeat", "t-404", "--token", "1", "--agent", "a1"], ["done", "t-404", "--token", "1", "--agent", "a1"],
+        ["fail", "t-404", "--token", "1", "--agent", "a1", "--reason", "r"], ["block", "t-404", "--token", "1",
+                                                                              "--agent", "a1", "--reason", "r"],
+        ["release", "t-404", "--token", "1", "--agent", "a1"],
     ],
 )
 def test_a_wrong_id_is_one_line(cli: Cli, args: list[str]) -> None:
@@ -227,7 +229,7 @@ def test_next_claims_the_most_urgent_task_it_can_do(cli: Cli) -> None:
         "t-2", 1, "running", "a1", "high")
     human = ok(cli("task", "next", "--agent", "a2", "--can", "audit"))
     assert human.startswith("claimed t-1 token 1: low\n")
-    assert "swarm task done t-1 --token 1" in human
+    assert "swarm task done t-1 --token 1 --agent a2" in human
     assert data(cli("task", "next", "--agent", "a3", "--can", "*", "--json"))["id"] == "t-3"
 
 
@@ -252,24 +254,39 @@ def test_next_refuses_bad_options(cli: Cli) -> None:
 def test_owner_verbs_and_stale_tokens(cli: Cli, settings: Settings) -> None:
     task_id = make(cli)
     claimed = data(cli("task", "next", "--agent", "a1", "--can", "audit", "--json"))
-    assert ok(cli("task", "heartbeat", task_id, "--token", "1")).startswith("t-1 lease extended: ")
-    assert data(cli("task", "heartbeat", task_id, "--token", "1", "--json"))["lease_until"] >= claimed["lease_until"]
-    refused(cli("task", "done", task_id, "--token", "7"), "error: token 7 for task t-1 is stale (current token 1, "
+    assert ok(cli("task", "heartbeat", task_id, "--token", "1", "--agent", "a1")).startswith("t-1 lease extended: ")
+    assert data(cli("task", "heartbeat", task_id, "--token", "1", "--agent", "a1",
+                    "--json"))["lease_until"] >= claimed["lease_until"]
+    refused(cli("task", "done", task_id, "--token", "7", "--agent", "a1"),
+            "error: token 7 for task t-1 is stale (current token 1, "
             "state running): the lease was lost and the task moved on; drop it\n")
     assert ok(cli("task", "reassign", task_id, "--to", "a2")) == "reassigned t-1 to a2 (token 2)\n"
-    refused(cli("task", "heartbeat", task_id, "--token", "1"), "error: token 1 for task t-1 is stale (current token 2, "
+    refused(cli("task", "heartbeat", task_id, "--token", "1", "--agent", "a1"),
+            "error: token 1 for task t-1 is stale (current token 2, "
             "state assigned): the lease was lost and the task moved on; drop it\n")
-    assert ok(cli("task", "start", task_id, "--token", "2")).startswith("t-1 running; lease ")
-    assert ok(cli("task", "done", task_id, "--token", "2", "--result", "-", input="all clean")) == "t-1 done\n"
+    assert ok(cli("task", "start", task_id, "--token", "2", "--agent", "a2")).startswith("t-1 running; lease ")
+    assert ok(cli("task", "done", task_id, "--token", "2", "--agent", "a2", "--result", "-",
+                  input="all clean")) == "t-1 done\n"
     assert on_board(settings, lambda b: b.get(task_id)).result == "all clean"
-    refused(cli("task", "done", task_id, "--token", "2"),
+    refused(cli("task", "done", task_id, "--token", "2", "--agent", "a2"),
             "error: task t-1 is done; only an assigned or running task can do that\n")
+
+
+def test_owner_verbs_need_the_owner_and_refuse_anyone_else(cli: Cli) -> None:
+    task_id = make(cli)
+    ok(cli("task", "next", "--agent", "a1", "--can", "audit"))
+    refused(cli("task", "done", task_id, "--token", "1"),
+            "error: --agent is missing: name the task's owner, for example "
+            "--agent agent-1 (or set SWARM_AGENT)\n")
+    refused(cli("task", "done", task_id, "--token", "1", "--agent", "mallory"),
+            "error: task t-1 is owned by a1, not mallory\n")
+    assert data(cli("task", "show", task_id, "--json"))["state"] == "running"
 
 
 def test_fail_retries_after_a_backoff_or_fails_for_good(cli: Cli) -> None:
     task_id = make(cli, "audit", "flaky")
     ok(cli("task", "next", "--agent", "a1", "--can", "audit"))
-    assert ok(cli("task", "fail", task_id, "--token", "1", "--reason", "timeout")) == (
+    assert ok(cli("task", "fail", task_id, "--token", "1", "--agent", "a1", "--reason", "timeout")) == (
         "t-1 will be retried (attempt 1 of 3 failed): timeout\n")
     shown = data(cli("task", "show", task_id, "--json"))
     assert (shown["state"], shown["reason"], shown["owner"]) == ("open", "timeout", None)
@@ -277,24 +294,26 @@ def test_fail_retries_after_a_backoff_or_fails_for_good(cli: Cli) -> None:
             f"error: task t-1 is backing off until {shown['not_before']} (ms) after a failure\n")
     other = make(cli, "docs", "hopeless")
     ok(cli("task", "next", "--agent", "a1", "--can", "docs"))
-    failed = data(cli("task", "fail", other, "--token", "1", "--reason", "no such file", "--no-retry", "--json"))
+    failed = data(cli("task", "fail", other, "--token", "1", "--agent", "a1", "--reason", "no such file",
+                      "--no-retry", "--json"))
     assert (failed["state"], failed["reason"]) == ("failed", "no such file")
-    assert cli("task", "fail", other, "--token", "1").exit_code == 1  # --reason is required
+    assert cli("task", "fail", other, "--token", "1", "--agent", "a1").exit_code == 1  # --reason is required
 
 
 def test_block_and_unblock(cli: Cli) -> None:
     task_id = make(cli)
     ok(cli("task", "next", "--agent", "a1", "--can", "audit"))
-    assert ok(cli("task", "block", task_id, "--token", "1", "--reason", "needs a decision")) == (
+    assert ok(cli("task", "block", task_id, "--token", "1", "--agent", "a1", "--reason", "needs a decision")) == (
         "t-1 blocked: needs a decision; `swarm task unblock t-1` reopens it\n")
     assert "t-1 is blocked: needs a decision" in data(cli("task", "why", task_id, "--json"))["why"]
-    refused(cli("task", "done", task_id, "--token", "1"), "error: token 1 for task t-1 is stale (current token 2, "
+    refused(cli("task", "done", task_id, "--token", "1", "--agent", "a1"),
+            "error: token 1 for task t-1 is stale (current token 2, "
             "state blocked): the lease was lost and the task moved on; drop it\n")
     assert ok(cli("task", "unblock", task_id, "--note", "decided")) == "unblocked t-1; it is open again\n"
     refused(cli("task", "unblock", task_id), "error: task t-1 is open, not blocked\n")
     claimed = data(cli("task", "next", "--agent", "a2", "--can", "audit", "--json"))
     assert (claimed["id"], claimed["token"]) == (task_id, 3)
-    assert ok(cli("task", "release", task_id, "--token", "3")) == "released t-1; it is open again\n"
+    assert ok(cli("task", "release", task_id, "--token", "3", "--agent", "a2")) == "released t-1; it is open again\n"
     assert data(cli("task", "show", task_id, "--json"))["attempts"] == 1  # a release is not a failed attempt
 
 
@@ -450,3 +469,27 @@ def test_captain_run_assigns_and_resigns_on_sigterm(
     assert "Traceback" not in stderr
     assert stdout.splitlines()[-1].endswith("stopped after 1 assignment(s); leader lease released")
     assert cli("captain", "status").exit_code == 1  # resigned at once, not left to expire
+
+
+async def test_board_view_survives_tasks_that_change_state_while_it_reads(redis: Redis, settings: Settings) -> None:
+    # `swarm board --watch` failed with "ValueError: tuple.index(x): x not in tuple" when a task
+    # listed under an active state was finished before its fields were read.
+    class Racing(Board):
+        """Cancels every task between reading a state's index and reading the tasks, once: what a
+        worker finishing tasks in the middle of a redraw does."""
+
+        raced = False
+
+        async def _many(self, ids: Sequence[bytes | str]) -> list[Task]:
+            if ids and not self.raced:
+                self.raced = True
+                for task_id in ids:
+                    await self.cancel(text(task_id), "finished during the redraw")
+            return await super()._many(ids)
+
+    board = Racing(redis, settings)
+    for title in ("first", "second"):
+        await board.create(TaskSpec(kind="audit", title=title))
+    view = await snapshot(board, None, None, False, 200)
+    assert [(t.id, t.state) for t in view["tasks"]] == [("t-1", "cancelled"), ("t-2", "cancelled")]
+    assert view["counts"]["cancelled"] == 2

@@ -161,7 +161,7 @@ def test_stats_json_and_table(cli: Cli, settings: Settings) -> None:
             await board.create(TaskSpec(kind=kind, title="t"))
         task = await board.claim_next("a1", ["audit"])
         assert task is not None
-        await board.complete(task.id, task.token, "ok")
+        await board.complete(task.id, task.token, "ok", agent=task.owner or "")
 
     sync(settings, work)
     result = cli("stats", "--json")

@@ -15,8 +15,9 @@ LUA = ROOT / "swarm" / "lua"
 BOARD_LIB = (LUA / "board_lib.lua").read_text(encoding="utf-8").splitlines()
 DOC = (ROOT / "protocols" / "PROTOCOL.md").read_text(encoding="utf-8")
 
-NOT_KEYS = {"prefix", "stream_for", "stream", "short"}
-"""Members of `Keys` that name no key: the prefix itself, and the helpers that map one name to another."""
+NOT_KEYS = {"prefix", "stream_for", "stream", "short", "connection"}
+"""Members of `Keys` that name no key: the prefix itself, the helpers that map one name to another, and
+the name agents give their connections."""
 
 # An entry of board_lib's list: swarm/keys.py's name, then the key after the prefix, a family of keys
 # ending in the placeholder of its part as PROTOCOL.md writes it (`--   task   task:<id>`).

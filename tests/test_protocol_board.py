@@ -104,9 +104,9 @@ class Foreign:
         return parsed
 
     async def own(self, action: str, task_id: str, token: str, text: str = "", *,
-                  lease_ms: str = LEASE_MS) -> dict[str, Any]:
-        """`own.lua` with every argument it lists: retry allowed, status messages on."""
-        return await self.board("own", action, task_id, token, lease_ms, text, BACKOFF_MS, "1", "1")
+                  lease_ms: str = LEASE_MS, agent: str = AGENT) -> dict[str, Any]:
+        """`own.lua` with every argument it lists: retry allowed, status messages on, as `agent`."""
+        return await self.board("own", action, task_id, token, lease_ms, text, BACKOFF_MS, "1", "1", agent)
 
     async def create(self, title: str, *, kind: str = "audit", priority: int = 5, dedup: str = "",
                      deps: tuple[str, ...] = (), caps: str | None = None, files: str = "",
@@ -370,6 +370,12 @@ async def test_the_board_refuses_a_foreign_client_with_the_documented_errors(raw
 
     [task] = (await client.claim(1))["tasks"]
     assert (task["id"], task["token"], task["attempts"]) == ("t-1", "3", "2")
+    # A third party that read the token (HGET ... token) is refused on every transition that takes one.
+    for action in ("start", "heartbeat", "done", "fail", "release", "block"):
+        refused(await client.own(action, "t-1", "3", "forged", agent="mallory"), "illegal",
+                "task t-1 is owned by node-1, not mallory")
+    assert (await client.board("renew", "mallory", LEASE_MS, "t-1", "3"))["results"] == [
+        {"id": "t-1", "error": "illegal", "message": "task t-1 is owned by node-1, not mallory"}]
     refused(await client.board("assign", "t-1", "node-2", "", LEASE_MS, "", "0", ulid()), "illegal",
             "task t-1 is running by node-1, not open; use reassign to move it")
     await client.own("done", "t-1", "3", "clean")

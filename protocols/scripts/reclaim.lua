@@ -41,6 +41,7 @@ local CLAIM_SCAN = 1000
 --  agents and captain
 --   agents                    agents
 --   agent_seen                agents:seen
+--   presence_lock             presence:lock
 --   leader                    captain:leader
 --   epoch                     captain:epoch
 --  repetition detection (repetition_observe.lua is passed these in KEYS)
@@ -294,14 +295,19 @@ local function requeue(t, not_before)
   make_ready(t)
 end
 
--- The owner's checks: the token first (a stale owner is told so even after the task moved on).
-local function check_owner(t, token)
+-- The owner's checks, the same for every transition that takes a token: the token first (a stale
+-- owner is told so even after the task moved on), then the state, then that `agent` owns it, so that
+-- a third party holding a valid token is refused too.
+local function check_owner(t, token, agent)
   if t.token ~= token then
     return err('stale_token', 'token ' .. token .. ' for task ' .. t.id .. ' is stale (current token ' ..
       t.token .. ', state ' .. t.state .. '): the lease was lost and the task moved on; drop it')
   end
   if t.state ~= 'assigned' and t.state ~= 'running' then
     return err('illegal', 'task ' .. t.id .. ' is ' .. t.state .. '; only an assigned or running task can do that')
+  end
+  if t.owner ~= agent then
+    return err('illegal', 'task ' .. t.id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
   end
   return nil
 end
@@ -318,10 +324,7 @@ end
 local function owned_task(id, token, agent, loader)
   local t = loader(id)
   if not t then return nil, refusal(id, not_found(id)) end
-  local refused = check_owner(t, token)
-  if not refused and t.owner ~= agent then
-    refused = err('illegal', 'task ' .. id .. ' is owned by ' .. t.owner .. ', not ' .. agent)
-  end
+  local refused = check_owner(t, token, agent)
   if refused then return nil, refusal(id, refused) end
   return t, nil
 end
@@ -374,6 +377,34 @@ local function revoke(t, state, reason)
   finish(t, state, 'reason', reason, state)
 end
 
+-- A task its owner lost without a word (its lease ran out, its connections closed, a new instance of
+-- it registered): back to open with the old token fenced off, or failed on its last attempt.
+local function lose(t, why)
+  if tonumber(t.attempts) >= tonumber(t.max_attempts) then
+    revoke(t, 'failed', why .. ' on attempt ' .. t.attempts .. ' of ' .. t.max_attempts)
+  else
+    requeue(t, 0)
+    emit(t, 'expired', why)
+  end
+end
+
+-- Every task `agent` owns, lost at once (see `lose`): the ids.
+local function lose_all(agent, why)
+  local moved = {}
+  batch_begin()
+  for _, id in ipairs(redis.call('SMEMBERS', key('owned:', agent))) do
+    local t = load(id)
+    if t and (t.state == 'assigned' or t.state == 'running') and t.owner == agent then
+      lose(t, why)
+      moved[#moved + 1] = id
+    else
+      index('SREM', key('owned:', agent), id)  -- not its task any more: a stale index entry
+    end
+  end
+  batch_end()
+  return moved
+end
+
 -- Leases that ran out: back to open (the old token fenced off) or, past max_attempts, failed.
 -- Run by the captain's reaper and by every claim, so a board with no captain still heals.
 local function reclaim_expired(limit)
@@ -384,12 +415,7 @@ local function reclaim_expired(limit)
       redis.call('ZREM', key('leases'), id)
     else
       local owner = t.owner
-      if tonumber(t.attempts) >= tonumber(t.max_attempts) then
-        revoke(t, 'failed', 'lease of ' .. owner .. ' expired on attempt ' .. t.attempts .. ' of ' .. t.max_attempts)
-      else
-        requeue(t, 0)
-        emit(t, 'expired', 'lease of ' .. owner .. ' expired')
-      end
+      lose(t, 'lease of ' .. owner .. ' expired')
       -- An owner that let a lease run out is not keeping up (dead, paused, cut off): count it as
       -- unseen until its next heartbeat, so the captain does not hand the task straight back to it.
       if owner ~= '' and redis.call('ZSCORE', key('agents:seen'), owner) then

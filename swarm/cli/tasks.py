@@ -40,6 +40,16 @@ TaskId = Annotated[str, typer.Argument(help="The task id, e.g. t-42.", show_defa
 Token = Annotated[int, typer.Option("--token", help="The fencing token `task next` (or the assignment) gave you.")]
 To = Annotated[str, typer.Option("--to", help="The agent to give the task to.", show_default=False)]
 Reason = Annotated[str, typer.Option("--reason", help="Why (shown in the task's history).", show_default=False)]
+Owner = Annotated[str, typer.Option("--agent", envvar="SWARM_AGENT", show_default=False,
+                                    help="Your agent name: the task's owner (default: $SWARM_AGENT).")]
+
+
+def _owner(agent: str) -> str:
+    """The owner's name for an owner transition: the board refuses anyone else, token or not."""
+    if not agent:
+        raise ConfigError("--agent is missing: name the task's owner, for example --agent agent-1 "
+                          "(or set SWARM_AGENT)")
+    return check_agent(agent, "--agent")
 
 _OPTIONS = {"kind": "--kind", "title": "--title", "body": "--body", "priority": "--priority", "key": "--key",
             "blocked_by": "--blocked-by", "caps": "--can", "files": "--file", "evidence": "--evidence",
@@ -240,26 +250,29 @@ def next_task(
         return
     out.print(f"claimed {t.id} token {t.token}: {safe(t.title)}")
     out.print(f"  kind {safe(t.kind)}, priority {t.priority}, attempt {t.attempts} of {t.max_attempts}, "
-              f"lease {seconds_left(t.lease_until)} (extend: swarm task heartbeat {t.id} --token {t.token})")
+              f"lease {seconds_left(t.lease_until)} (extend: swarm task heartbeat {t.id} --token {t.token} "
+              f"--agent {name})")
     if t.body:
         out.print(f"  {safe(t.body)}")
-    out.print(f"  finish: swarm task done {t.id} --token {t.token} --result '...'  "
-              f"(or fail/block {t.id} --token {t.token} --reason '...')")
+    out.print(f"  finish: swarm task done {t.id} --token {t.token} --agent {name} --result '...'  "
+              f"(or fail/block {t.id} --token {t.token} --agent {name} --reason '...')")
 
 
 @task.command()
-def start(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+def start(task_id: TaskId, token: Token, agent: Owner = "", as_json: AsJson = False) -> None:
     """Start an assigned task (assigned -> running)."""
     check_id(task_id)
-    t = with_board(lambda b: b.start(task_id, token))
+    owner = _owner(agent)
+    t = with_board(lambda b: b.start(task_id, token, agent=owner))
     _report(t, as_json, f"{t.id} running; lease {seconds_left(t.lease_until)} left")
 
 
 @task.command()
-def heartbeat(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+def heartbeat(task_id: TaskId, token: Token, agent: Owner = "", as_json: AsJson = False) -> None:
     """Extend your lease on a task (do it well within SWARM_LEASE_S)."""
     check_id(task_id)
-    t = with_board(lambda b: b.heartbeat(task_id, token))
+    owner = _owner(agent)
+    t = with_board(lambda b: b.heartbeat(task_id, token, agent=owner))
     _report(t, as_json, f"{t.id} lease extended: {seconds_left(t.lease_until)} left")
 
 
@@ -268,12 +281,14 @@ def done(
     task_id: TaskId,
     token: Token,
     result: Annotated[str, typer.Option("--result", help="What came of it; `-` reads it from stdin.")] = "",
+    agent: Owner = "",
     as_json: AsJson = False,
 ) -> None:
     """Finish your task."""
     check_id(task_id)
+    owner = _owner(agent)
     text = _text_arg(result)
-    t = with_board(lambda b: b.complete(task_id, token, text))
+    t = with_board(lambda b: b.complete(task_id, token, text, agent=owner))
     _report(t, as_json, f"{t.id} done")
 
 
@@ -283,27 +298,31 @@ def fail(
     token: Token,
     reason: Reason,
     no_retry: Annotated[bool, typer.Option("--no-retry", help="Fail for good, even with attempts left.")] = False,
+    agent: Owner = "",
     as_json: AsJson = False,
 ) -> None:
     """Report that your task failed: it is retried after a backoff while attempts remain."""
     check_id(task_id)
-    t = with_board(lambda b: b.fail(task_id, token, reason, retry=not no_retry))
+    owner = _owner(agent)
+    t = with_board(lambda b: b.fail(task_id, token, reason, agent=owner, retry=not no_retry))
     line = (f"{t.id} failed: {safe(reason)}" if t.state == "failed" else
             f"{t.id} will be retried (attempt {t.attempts} of {t.max_attempts} failed): {safe(reason)}")
     _report(t, as_json, line)
 
 
 @task.command()
-def block(task_id: TaskId, token: Token, reason: Reason, as_json: AsJson = False) -> None:
+def block(task_id: TaskId, token: Token, reason: Reason, agent: Owner = "", as_json: AsJson = False) -> None:
     """Park your task as blocked (you give it up); `swarm task unblock` reopens it."""
     check_id(task_id)
-    t = with_board(lambda b: b.block(task_id, token, reason))
+    owner = _owner(agent)
+    t = with_board(lambda b: b.block(task_id, token, reason, agent=owner))
     _report(t, as_json, f"{t.id} blocked: {safe(reason)}; `swarm task unblock {t.id}` reopens it")
 
 
 @task.command()
-def release(task_id: TaskId, token: Token, as_json: AsJson = False) -> None:
+def release(task_id: TaskId, token: Token, agent: Owner = "", as_json: AsJson = False) -> None:
     """Give your task back untouched (it is open again at once, the attempt not counted)."""
     check_id(task_id)
-    t = with_board(lambda b: b.release(task_id, token))
+    owner = _owner(agent)
+    t = with_board(lambda b: b.release(task_id, token, agent=owner))
     _report(t, as_json, f"released {t.id}; it is open again")

@@ -9,6 +9,7 @@
 -- ARGV[4]: action  ARGV[5]: task id  ARGV[6]: token  ARGV[7]: lease ms  ARGV[8]: result or reason
 -- ARGV[9]: retry backoff base ms  ARGV[10]: '0' to fail without retry
 -- ARGV[11]: '1' to write the owner's status message (working on / done / failed) on the bus
+-- ARGV[12]: the owner's agent name: with a valid token, anyone else is refused all the same
 -- (A busy agent reports done and claims its next tasks in one call with settle.lua instead.)
 local bad = invalid_numbers(7, 'lease ms')
 if bad then return bad end
@@ -16,7 +17,7 @@ local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(AR
 local speak = ARGV[11] == '1'
 local t = load(id)
 if not t then return not_found(id) end
-local refused = check_owner(t, token)
+local refused = check_owner(t, token, ARGV[12] or '')
 if refused then return refused end
 if action == 'start' then
   local failed = start_one(t, lease_ms)

@@ -1,0 +1,12 @@
+--!include board_lib
+-- An agent instance registers: its card is written and it is seen now. Any task its name still owns
+-- belonged to an earlier instance (dead, or about to learn it was replaced): each goes back to open
+-- (or failed on its last attempt) in the same step, so the new instance starts clean and the work
+-- need not wait for a lease.
+-- ARGV[4]: agent name  ARGV[5]: instance id  ARGV[6]: the card (JSON)
+-- Reply: {"ok": true, "moved": [ids]}
+local agent, instance, card = ARGV[4], ARGV[5], ARGV[6]
+local moved = lose_all(agent, 'owner ' .. agent .. ' restarted (instance ' .. instance .. ' registered)')
+redis.call('HSET', key('agents'), agent, card)
+redis.call('ZADD', key('agents:seen'), NOW, agent)
+return cjson.encode({ok = true, moved = moved})
