@@ -133,6 +133,7 @@ class Agent:
         self._replaced = anyio.Event()
         self._claiming = anyio.Lock()
         self._stopping = False
+        self._left = False
         self.settler = Settler[_Job](self.board, card.name, self._caps, claiming=self._claiming,
                                      room=self._room, settled=self._settled)
 
@@ -192,6 +193,9 @@ class Agent:
                             await stop.wait()
                         self._stopping = True
                         intake.cancel_scope.cancel()
+                    # Gone from the captain's view before anything is given back: a released task
+                    # must not be assigned straight back to an agent that is leaving.
+                    await self._leave()
                     await self._drain()
                     workers.cancel_scope.cancel()
                 await self._release_queued()
@@ -202,9 +206,32 @@ class Agent:
             self._next_job.close()
             self.lifeline.close()
             with anyio.CancelScope(shield=True):
-                await self.registry.deregister(self.name, self.instance)
+                await self._leave()
+                await self._release_leftovers()
                 await self._say("offline", "done")
                 await self.redis.aclose()
+
+    async def _leave(self) -> None:
+        """Deregister (once): no more assignments come our way."""
+        if not self._left:
+            self._left = True
+            try:
+                await self.registry.deregister(self.name, self.instance)
+            except SwarmError as exc:
+                log.warning("cannot deregister", error=str(exc))
+
+    async def _release_leftovers(self) -> None:
+        """Give back what the board still says we own: assignments made while we were leaving, which
+        we never read. Not when a newer instance took the name: those tasks are its own."""
+        if self._replaced.is_set():
+            return
+        try:
+            for task_id in sorted(await self.board.owned(self.name)):
+                task = await self.board.get(task_id)
+                if task.owner == self.name and not task.terminal:
+                    await self.board.release(task_id, task.token, f"{self.name} shut down", agent=self.name)
+        except SwarmError as exc:
+            log.warning("cannot give back the tasks left", error=str(exc))
 
     async def _drain(self) -> None:
         if self.jobs:
@@ -417,7 +444,7 @@ class Agent:
         period = self.settings.heartbeat_period_s
         while True:
             try:
-                if not await self.registry.heartbeat(self.name, self.instance):
+                if not self._stopping and not await self.registry.heartbeat(self.name, self.instance):
                     log.error("another instance registered with this name; stopping", agent=self.name)
                     self._replaced.set()
                 # Finished jobs are the settler's to report: their leases no longer matter.

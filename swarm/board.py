@@ -62,6 +62,7 @@ class TaskSpec(BaseModel):
     caps: tuple[str, ...] = ()
     files: tuple[str, ...] = Field((), description="Files the task touches (the captain's affinity hint).")
     max_attempts: int | None = Field(None, ge=1, le=100)
+    not_before: int = Field(0, ge=0, description="Not ready before this time (ms since the epoch); 0: at once.")
 
     @field_validator("caps", "evidence", "blocked_by")
     @classmethod
@@ -169,6 +170,10 @@ class BoardView:
     agents: list[AgentRow]
     moved: list[str]
     wake_at: int | None
+    more: bool = False
+    """Ready tasks lie beyond `tasks` (read the next page when these fit no free agent)."""
+    scanned: int = 0
+    """Entries of the ready queue read past for `tasks` (those of paused kinds are not returned)."""
 
 
 class Board:
@@ -211,16 +216,28 @@ class Board:
         return Task.from_redis((await self._call(script, *args))["task"])
 
     # --- creating and reading ------------------------------------------------------------------
-    async def create(self, spec: TaskSpec) -> tuple[Task, bool]:
-        """Create a task; with a dedup key already used, return that task and False."""
-        payload = {
+    def _payload(self, spec: TaskSpec) -> dict[str, Any]:
+        return {
             "kind": spec.kind, "title": spec.title, "body": spec.body, "priority": spec.priority,
             "key": spec.key, "evidence": ",".join(spec.evidence), "deps": list(spec.blocked_by),
             "caps": ",".join(spec.caps or (spec.kind,)), "files": "\n".join(spec.files),
-            "max_attempts": spec.max_attempts or self.settings.max_attempts,
+            "max_attempts": spec.max_attempts or self.settings.max_attempts, "not_before": spec.not_before,
         }
-        reply = await self._call("create", json.dumps(payload))
+
+    async def create(self, spec: TaskSpec) -> tuple[Task, bool]:
+        """Create a task; with a dedup key already used, return that task and False."""
+        reply = await self._call("create", json.dumps(self._payload(spec)))
         return Task.from_redis(reply["task"]), bool(reply["created"])
+
+    async def create_many(self, specs: Sequence[TaskSpec], *, chunk: int = 500) -> list[tuple[str, bool]]:
+        """Create many tasks, one script call per `chunk` (same checks and dedup keys as `create`):
+        `(task id, created)` per spec, in order. A chunk with a bad spec creates nothing of it."""
+        out: list[tuple[str, bool]] = []
+        for start in range(0, len(specs), chunk):
+            payload = json.dumps([self._payload(spec) for spec in specs[start:start + chunk]])
+            reply = await self._call("create_many", payload)
+            out += [(t["id"], bool(t["created"])) for t in reply.get("tasks") or []]
+        return out
 
     async def get(self, task_id: str) -> Task:
         """One task, or TaskNotFound."""
@@ -230,13 +247,25 @@ class Board:
             raise TaskNotFound(f"no task {task_id} on this board; `swarm task list` shows the ids")
         return Task.from_redis({text(k): text(v) for k, v in fields.items()})
 
-    async def tasks(self, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[Task]:
-        """Tasks, oldest first, optionally of one state and/or kind."""
+    async def tasks(
+        self, state: str | None = None, kind: str | None = None, limit: int = 1000, *, owner: str | None = None,
+        search: str | None = None, since: int = 0, offset: int = 0,
+    ) -> list[Task]:
+        """Tasks, oldest first, optionally of one state, kind and owner, with `search` in the title or
+        body (case-insensitive), created at or after `since` (ms); `offset` of them skipped (paging)."""
         index = self.keys.state(state) if state else self.keys.tasks
+        filtered = kind is not None or owner is not None or search is not None
         with doing("listing tasks"):
-            ids = cast(list[bytes], await self.redis.zrange(index, 0, -1 if kind else limit - 1))
-        tasks = [t for t in await self._many(ids) if kind is None or t.kind == kind]
-        return tasks[:limit]
+            if filtered:
+                ids = cast(list[bytes], await self.redis.zrangebyscore(index, since or "-inf", "+inf"))
+            else:
+                ids = cast(list[bytes], await self.redis.zrangebyscore(index, since or "-inf", "+inf", start=offset,
+                                                                        num=limit))
+        needle = search.lower() if search else None
+        tasks = [t for t in await self._many(ids)
+                 if (kind is None or t.kind == kind) and (owner is None or t.owner == owner)
+                 and (needle is None or needle in t.title.lower() or needle in t.body.lower())]
+        return tasks[offset:offset + limit] if filtered else tasks
 
     async def _many(self, ids: Sequence[bytes | str]) -> list[Task]:
         with doing("reading tasks"):
@@ -325,6 +354,48 @@ class Board:
         """Put a blocked task back to open."""
         return await self._task("manage", "unblock", task_id, note)
 
+    async def retry(self, task_id: str, note: str = "") -> Task:
+        """A failed or cancelled task back to open: attempts from 0, a new token, its history kept.
+        Its dependents become ready once it is done."""
+        return await self._task("manage", "retry", task_id, note)
+
+    async def edit(self, task_id: str, *, priority: int | None = None, title: str | None = None,
+                   body: str | None = None, caps: Sequence[str] | None = None) -> Task:
+        """Change a task that is not running yet (open, blocked or assigned)."""
+        fields: dict[str, Any] = {"priority": priority, "title": title, "body": body,
+                                  "caps": None if caps is None else ",".join(caps)}
+        return await self._task("manage", "edit", task_id, json.dumps({k: v for k, v in fields.items()
+                                                                        if v is not None}))
+
+    async def purge(self, older_than_ms: int, states: Sequence[str] = ("done", "failed", "cancelled"),
+                    *, batch: int = 1000) -> int:
+        """Remove finished tasks (and their history) whose last change is older than `older_than_ms`;
+        the number removed."""
+        cutoff = await self.now_ms() - older_than_ms
+        total = 0
+        while True:
+            reply = await self._call("purge", cutoff, ",".join(states), batch)
+            total += int(reply["purged"])
+            if not reply.get("more"):
+                return total
+
+    async def now_ms(self) -> int:
+        """The server's clock, in ms (what every script stamps with)."""
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def pause(self, kind: str) -> None:
+        """No claim or assignment hands out tasks of `kind` until `resume`."""
+        await self.redis.sadd(self.keys.paused, kind)
+
+    async def resume(self, kind: str) -> None:
+        """Hand out tasks of `kind` again."""
+        await self.redis.srem(self.keys.paused, kind)
+
+    async def paused(self) -> list[str]:
+        """The kinds paused now."""
+        return sorted(text(k) for k in await self.redis.smembers(self.keys.paused))
+
     async def reclaim_expired(self, limit: int = 500) -> tuple[list[str], int | None]:
         """Return expired leases to open (or failed past max_attempts); the ids moved, and the
         time (ms) of the next lease expiry or backoff end, when the captain should look again."""
@@ -345,6 +416,8 @@ class Board:
                              affinity=frozenset(a.get("affinity") or ())) for a in reply.get("agents") or []],
             moved=list(reply.get("moved") or []),
             wake_at=int(min(wake)) if wake else None,
+            more=bool(reply.get("more")),
+            scanned=int(reply.get("scanned") or 0),
         )
 
     # --- agents coming and going ----------------------------------------------------------------

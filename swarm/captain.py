@@ -31,6 +31,9 @@ from swarm.settings import Settings
 
 log = structlog.get_logger("swarm.captain")
 
+RETENTION_EVERY_S = 60.0
+"""How often the leading captain forgets finished tasks past `SWARM_KEEP_DONE`."""
+
 
 @dataclass(frozen=True, slots=True)
 class Slot:
@@ -186,9 +189,9 @@ class Captain:
             if placed:  # the leases just granted run out at now + lease: look again then
                 due = now_ms() + self.board.lease_ms
                 wake_at = due if wake_at is None else min(wake_at, due)
-            if placed >= free or len(view.tasks) < page:
+            if placed >= free or not view.more:
                 return wake_at
-            offset += len(view.tasks) - placed
+            offset += view.scanned - placed
 
     async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
         """Assign each planned pair; the number placed, or -1 when this captain was deposed."""
@@ -235,6 +238,7 @@ class Captain:
                 tg.start_soon(self._keep_lease)
                 tg.start_soon(self._listen)
                 tg.start_soon(Presence(self.redis, self.settings).run)
+                tg.start_soon(self._retention)
                 task_status.started()
                 await self._assign_loop()
         finally:
@@ -260,6 +264,19 @@ class Captain:
                 self.metrics.on_redis_error("captain")
                 self.metrics.on_leading(False)
             await anyio.sleep(wait)
+
+    async def _retention(self) -> None:
+        """While leading, forget finished tasks older than `keep_done`, once a minute: Redis memory
+        stays bounded however many tasks the swarm finishes."""
+        while True:
+            if self.leading:
+                try:
+                    purged = await self.board.purge(int(self.settings.keep_done * 1000))
+                    if purged:
+                        log.info("finished tasks past their retention forgotten", tasks=purged)
+                except BackendError as exc:
+                    log.warning("cannot purge finished tasks", error=str(exc))
+            await anyio.sleep(RETENTION_EVERY_S)
 
     async def _listen(self) -> None:
         """Wake the assign loop on every board event and message to the captain (plain XREAD: the
@@ -324,11 +341,17 @@ class Captain:
             deps = [await self.board.get(d) for d in task.blocked_by]
             waiting = ", ".join(f"{d.id} ({d.state})" for d in deps if d.state != "done")
             dead = [d.id for d in deps if d.state in ("failed", "cancelled")]
-            tail = f"; {', '.join(dead)} will never finish: cancel {task.id} or recreate it" if dead else ""
+            tail = (f"; {', '.join(dead)} will not finish unless retried: "
+                    + ", ".join(f"`swarm task retry {d}`" for d in dead) if dead else "")
             return f"{task.id} is open but waits on blocked-by {waiting}{tail}."
         if task.not_before > now_ms():
             left = (task.not_before - now_ms()) / 1000
+            if task.attempts == 0:
+                return f"{task.id} is open, delayed: ready in {left:.1f}s."
             return f"{task.id} is open, backing off {left:.1f}s after a failure: {task.reason}."
+        paused = await self.board.paused()
+        if task.kind in paused:
+            return f"{task.id} is open, but its kind {task.kind} is paused; `swarm resume {task.kind}` hands it out."
         return await self._why_ready(task)
 
     async def _why_ready(self, task: Task) -> str:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import redis.exceptions as rex
@@ -15,7 +16,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
-from swarm.errors import BackendError, ConnectionLost
+from swarm.errors import AuthError, BackendError, ConnectionLost
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
 
@@ -73,6 +74,17 @@ def doing(what: str) -> Iterator[None]:
 def translate(exc: rex.RedisError, command: str) -> BackendError:
     """The swarm error for a redis-py error raised while running `command`."""
     what = _doing.get() or f"running {command.upper()}"
+    reply = str(exc).rstrip(".")
+    if isinstance(exc, rex.AuthenticationError):  # before ConnectionError: redis-py files it as one
+        # `_Retry` notes who logged in where; the error itself names neither (and never the password).
+        who = next((n for n in getattr(exc, "__notes__", ()) if n.startswith("for ")), f"while {what}")
+        code = getattr(exc, "status_code", None) or ("NOAUTH" if "authenticat" in reply.lower() else "WRONGPASS")
+        reason = "the server requires a password and none was sent" if code == "NOAUTH" else reply
+        return AuthError(f"Redis refused the credentials {who}: {reason}; set the password in SWARM_REDIS_URL "
+                         "(redis://user:password@host:port)", code=code)
+    if isinstance(exc, rex.NoPermissionError):
+        return AuthError(f"Redis refused permission while {what}: {reply}; grant it to that user in the server's "
+                         "ACL (ACL SETUSER), or name a user that has it in SWARM_REDIS_URL", code="NOPERM")
     if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
         return ConnectionLost(
             f"Redis unreachable while {what}: {exc}; check SWARM_REDIS_URL or run `swarm server status`"
@@ -123,12 +135,39 @@ async def retrying(step: Callable[[], Awaitable[_T]], what: str, **context: obje
             await backoff.wait()
 
 
+class _Retry(Retry):
+    """redis-py's Retry with jittered exponential backoff, except that refused credentials fail at
+    once: redis-py's AuthenticationError is a ConnectionError, so it was retried (for 27 s) and then
+    reported as "unreachable", though the same credentials cannot succeed on a later try."""
+
+    def __init__(self, url: str, retries: int) -> None:
+        super().__init__(ExponentialWithJitterBackoff(cap=2.0, base=0.05), retries)
+        parts = urlsplit(url)
+        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+        self.login = f"for {unquote(parts.username or 'default')} at {where}"
+        """How `translate` names who was refused where (the error does not say; the URL's password stays out)."""
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[_T]], fail: Callable[..., Any], *args: Any,
+                              **kwargs: Any) -> _T:
+        """Run `do`, retrying connection loss; raise an AuthenticationError at the first one."""
+
+        async def fail_fast(error: Exception, *more: Any) -> None:
+            await fail(error, *more)  # (disconnects, as for any connection error)
+            if isinstance(error, rex.AuthenticationError):
+                if self.login not in getattr(error, "__notes__", ()):
+                    error.add_note(self.login)
+                raise error
+
+        result: _T = await super().call_with_retry(do, fail_fast, *args, **kwargs)
+        return result
+
+
 def client(url: str, settings: Settings) -> Redis:
     """A client that retries connection loss with jittered exponential backoff and translates every
     error at the boundary (`SwarmRedis`)."""
     return SwarmRedis.from_url(
         url,
-        retry=Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), settings.connect_retries),
+        retry=_Retry(url, settings.connect_retries),
         retry_on_error=[rex.ConnectionError, rex.TimeoutError],
         health_check_interval=30,
         socket_keepalive=True,

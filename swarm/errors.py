@@ -44,6 +44,12 @@ class ConnectionLost(BackendError):
     """Raised when Redis is unreachable after the retries with backoff are spent."""
 
 
+class AuthError(BackendError):
+    """Raised at once, never retried, when Redis refuses the credentials of SWARM_REDIS_URL (a missing or
+    wrong password, a disabled user: `code` NOAUTH or WRONGPASS) or refuses a command or key to the
+    user the URL names (`code` NOPERM). Trying again with the same URL cannot succeed."""
+
+
 class TaskNotFound(SwarmError):
     """Raised when a task id names no task on the board."""
 
@@ -67,3 +73,12 @@ class NotLeader(SwarmError):
 class CommandFailed(SwarmError):
     """Raised by the command handler (`cmd:` cards) when its command is not found, exits non-zero or
     times out; the agent turns it into a task failure."""
+
+
+class Unauthorized(SwarmError):
+    """Raised by `swarm web` when a request that needs a bearer token has none, or one that is expired,
+    malformed or not signed with this board's secret (HTTP 401)."""
+
+
+class Forbidden(SwarmError):
+    """Raised by `swarm web` when a valid token's role or agent may not do what the request asks (HTTP 403)."""

@@ -144,6 +144,11 @@ class Keys:
         return self.prefix + "agents:seen"
 
     @property
+    def paused(self) -> str:
+        """Set: task kinds no claim or assignment hands out (`swarm pause KIND`)."""
+        return self.prefix + "paused"
+
+    @property
     def presence_lock(self) -> str:
         """String with a short TTL: held by whichever process sweeps for dead agents this second."""
         return self.prefix + "presence:lock"

@@ -19,9 +19,10 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from swarm.errors import ConfigError
+from swarm.handlers import BUILTIN_KINDS
 from swarm.protocol import AGENT_PATTERN, CAP_PATTERN
 from swarm.registry import AgentCard
 
@@ -51,6 +52,18 @@ class RosterCard(BaseModel):
             if not re.match(CAP_PATTERN, cap):
                 raise ValueError(f"capability {cap!r} must be '*' or lowercase letters, digits, '_' or '-'")
         return caps
+
+    @model_validator(mode="after")
+    def _capabilities_for_the_handler(self) -> RosterCard:
+        # An agent takes only the kinds its handler does: the built-in handler's own, or what the
+        # card names for any other handler (it cannot be guessed; `*` is a choice, never a default).
+        if self.capabilities or self.captain:
+            return self
+        if self.handler.strip() == "builtin":
+            object.__setattr__(self, "capabilities", BUILTIN_KINDS)
+            return self
+        raise ValueError(f"capabilities are missing for handler {self.handler!r}: name the task kinds it does, "
+                         "e.g. --can audit,docs or capabilities = [\"audit\"] (or '*' for any kind)")
 
     def agent_card(self) -> AgentCard:
         """The registry card for this agent."""

@@ -16,7 +16,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,14 +75,20 @@ class EmbeddedServer:
             return None
         return state if process_alive(state.pid) and _answers(state.port) else None
 
-    def ensure(self) -> ServerState:
-        """The running server, started now if needed; a file lock keeps concurrent starts to one."""
+    def ensure(self, on_start: Callable[[ServerState], None] | None = None) -> ServerState:
+        """The running server, started now if needed; a file lock keeps concurrent starts to one.
+        `on_start` is called with the new server when this call started it (not when it ran already)."""
         state = self.status()
         if state is not None:
             return state
         with self._lock():
             state = self.status()  # another process may have started it while we waited
-            return state if state is not None else self._start()
+            if state is not None:
+                return state
+            state = self._start()
+        if on_start is not None:
+            on_start(state)
+        return state
 
     def stop(self, timeout: float = 10.0) -> bool:
         """Stop the server (SIGTERM: Valkey flushes its append-only file first); False if none ran."""
@@ -157,6 +163,21 @@ def process_alive(pid: int) -> bool:
         if done == pid:
             return False
     return not _zombie(pid)
+
+
+def process_started(pid: int) -> int | None:
+    """When `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22), or None when
+    that cannot be read (no such process; no /proc, as on macOS). A pid is reused once its process
+    has exited, so a pid recorded earlier names the same process only while this value is unchanged."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may contain spaces
+    try:
+        return int(fields[19])  # field 22 of the line; `fields` starts at field 3 (the state)
+    except (IndexError, ValueError):
+        return None
 
 
 def _zombie(pid: int) -> bool:

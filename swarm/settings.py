@@ -60,6 +60,8 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Agent heartbeat period (at most lease_s / 3); stale after 3, gone after 15."
     )
     leader_lease_s: float = Field(5.0, gt=0, description="Captain leader lease; a standby takes over after it.")
+    keep_done: float = Field(7 * 86_400, gt=0, description="Finished tasks (done, failed, cancelled) and their "
+                                                             "history are removed this long after they finished.")
     presence: bool = Field(True, description="Reap agents whose connections closed (seconds, not a lease); "
                                              "turn off behind a proxy that hides client connections.")
 

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from swarm.agent import Agent, Context, Handler
 from swarm.board import Board, Task, TaskSpec
+from swarm.captain import Captain
 from swarm.errors import CommandFailed, ConfigError, StaleToken
 from swarm.handlers import load_handler
 from swarm.handlers.command import CommandHandler
@@ -227,8 +228,10 @@ async def test_assignment_for_an_earlier_instance_is_ignored(redis: Redis, fast:
         new, _ = await board.create(TaskSpec(kind="work", title="for this instance"))
         await board.assign(new.id, "a1", instance=agent.instance)
         await eventually(lambda: _in_state(board, new.id, "done"))
+        assert (await board.get(old.id)).state == "assigned"  # not run by this instance
     assert seen == [new.id]
-    assert (await board.get(old.id)).state == "assigned"
+    # ...and given back when the agent leaves, rather than left to wait for its lease.
+    assert [e.body.event for e in await board.history(old.id)] == ["created", "assigned", "released"]
 
 
 def _task(title: str = "x") -> Task:
@@ -299,7 +302,7 @@ def test_bad_cards_fail_with_file_and_field(tmp_path: Path) -> None:
     assert roster(a='name = "x"\n', b='name = "x"\n') == "DIR/b.toml: field 'name': 'x' is also used by DIR/a.toml"
     assert roster(a='name = "a"\ncapabilities = ["Audit"]\n') == (
         "DIR/a.toml: field 'capabilities': capability 'Audit' must be '*' or lowercase letters, digits, '_' or '-'")
-    assert roster(a='name = "a"\nhandler = "gone.py:handle"\n') == (
+    assert roster(a='name = "a"\ncapabilities = ["audit"]\nhandler = "gone.py:handle"\n') == (
         "DIR/a.toml: field 'handler': handler file DIR/gone.py does not exist; give a path like "
         "agents/reviewer.py:handle")
     assert roster(a='name = "a"\ncaptain = true\n', b='name = "b"\ncaptain = true\n') == (
@@ -324,3 +327,43 @@ async def test_command_handler_timeout_kills_the_whole_process_group() -> None:
     await anyio.sleep(0.1)
     left = await anyio.run_process(["pgrep", "-f", "sleep 31.7"], check=False)
     assert left.stdout == b""
+
+
+async def test_the_builtin_handler_fails_a_kind_it_does_not_do_with_the_reason(redis: Redis, fast: Settings,
+                                                                                tmp_path: Path) -> None:
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="manual", title="paint the fence", max_attempts=1))
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("manual",)), load_handler("builtin"),
+                  workspace=tmp_path)
+    async with running(agent):
+        failed = await eventually(lambda: _in_state(board, task.id, "failed"))
+    assert failed.reason == ("UnknownKind: the built-in handler does not do 'manual' tasks (it does consolidation, "
+                             "audit, docs, todo); run an agent with a handler for them (--handler)")
+    assert agent.completed == 0
+
+
+async def test_a_stopping_agent_leaves_before_it_gives_work_back_so_none_comes_back_to_it(
+    redis: Redis, fast: Settings
+) -> None:
+    board = Board(redis, fast)
+    started = anyio.Event()
+
+    async def endless(task: Task, ctx: Context) -> str:
+        started.set()
+        await anyio.sleep(60)
+        return "never"
+
+    task, _ = await board.create(TaskSpec(kind="work", title="long job"))
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), endless, claim=False, grace_s=0.2)
+    captain = Captain(redis, fast)
+    async with anyio.create_task_group() as tg:
+        await tg.start(captain.run)
+        async with running(agent):
+            with anyio.fail_after(10):
+                await started.wait()
+        await anyio.sleep(1.0)  # a captain that still saw a1 would have assigned the task back by now
+        tg.cancel_scope.cancel()
+    events = [(e.body.event, e.body.owner) for e in await board.history(task.id)]
+    assert events[-1] == ("released", None)
+    assert events.count(("assigned", "a1")) == 1
+    assert (await board.get(task.id)).state == "open"

@@ -365,8 +365,14 @@ async def test_why_explains_every_case(redis: Redis, settings: Settings) -> None
     assert await captain.why(leaf.id) == f"{leaf.id} is open but waits on blocked-by {root.id} (open)."
     await board.cancel(root.id)
     assert await captain.why(leaf.id) == (
-        f"{leaf.id} is open but waits on blocked-by {root.id} (cancelled); {root.id} will never finish: "
-        f"cancel {leaf.id} or recreate it.")
+        f"{leaf.id} is open but waits on blocked-by {root.id} (cancelled); {root.id} will not finish unless "
+        f"retried: `swarm task retry {root.id}`.")
+    await board.retry(root.id)  # ...and once it is done, the leaf is ready
+    rerun = await board.claim_next("w", ["audit"])
+    assert rerun is not None
+    assert rerun.id == root.id
+    await board.complete(root.id, rerun.token, agent="w")
+    assert await board.ready() == [await board.get(leaf.id)]
     await board.cancel(leaf.id)
 
     flaky, _ = await board.create(spec("flaky"))
@@ -429,3 +435,18 @@ async def test_the_view_reads_only_as_many_ready_tasks_as_free_slots_could_take(
     view = await board.view(0, 64, 6_000)
     assert [t.title for t in view.tasks] == [f"job {n}" for n in range(2 * 4 + 16)]
     assert [(a.name, a.load) for a in view.agents] == [("w1", 0)]
+    assert view.more  # and more lie behind them
+
+
+async def test_a_ready_task_deep_behind_work_nobody_free_can_do_is_still_assigned(
+    redis: Redis, settings: Settings
+) -> None:
+    board = Board(redis, settings)
+    captain = Captain(redis, settings)
+    for n in range(40):  # ahead in the queue: more urgent, but nobody free can do them
+        await board.create(spec(f"deploy {n}", kind="deploy", priority=9))
+    docs, _ = await board.create(spec("write the docs", kind="docs"))
+    await join(redis, settings, "w1", "docs")  # one free slot: a page of 4 x 1 + 16 = 20 tasks
+    assert await captain.elect() == 1
+    await captain.tick()
+    assert (await board.get(docs.id)).owner == "w1"

@@ -28,7 +28,9 @@ from swarm.captain import Captain
 from swarm.cli import app
 from swarm.cli.board import snapshot
 from swarm.connection import open_redis, text
+from swarm.handlers import BUILTIN_KINDS
 from swarm.registry import AgentCard, Registry
+from swarm.roster import RosterCard
 from swarm.settings import Settings
 
 T = TypeVar("T")
@@ -493,3 +495,55 @@ async def test_board_view_survives_tasks_that_change_state_while_it_reads(redis:
     view = await snapshot(board, None, None, False, 200)
     assert [(t.id, t.state) for t in view["tasks"]] == [("t-1", "cancelled"), ("t-2", "cancelled")]
     assert view["counts"]["cancelled"] == 2
+
+
+def test_assign_refuses_an_agent_without_the_tasks_capability_unless_forced(cli: Cli, settings: Settings) -> None:
+    task_id = make(cli, "manual", "paint the fence")
+    sync(settings, lambda r: Registry(r, settings).register(AgentCard(name="a1", capabilities=("audit", "docs")),
+                                                             "i1"))
+    refused(cli("task", "assign", task_id, "--to", "a1"),
+            "error: a1 cannot do task t-1: it needs manual, a1 can audit,docs; give it to an agent that can, "
+            "or add --force\n")
+    assert data(cli("task", "show", task_id, "--json"))["state"] == "open"
+    assert ok(cli("task", "assign", task_id, "--to", "a1", "--force")) == "assigned t-1 to a1 (token 1)\n"
+
+
+def test_an_agent_run_without_can_takes_only_what_its_handler_does(cli: Cli) -> None:
+    refused(cli("agent", "run", "--name", "a1", "--handler", "cmd:echo hi"),
+            "error: --can is missing: name the task kinds handler 'cmd:echo hi' does, for example --can audit,docs "
+            "(or --can '*' for any kind)\n")
+    assert RosterCard(name="a1").capabilities == BUILTIN_KINDS  # the built-in handler's own kinds, not '*'
+
+
+# --- operator verbs -------------------------------------------------------------------------------
+def test_cli_retry_edit_delay_and_list(cli: Cli) -> None:
+    created = data(cli("task", "create", "--kind", "audit", "--title", "later", "--in", "1h", "--json"))
+    assert created["not_before"] > time.time() * 1000 + 3_500_000
+    assert ok(cli("task", "edit", "t-1", "--priority", "8")) == "edited t-1 (priority 8): later\n"
+    refused(cli("task", "create", "--kind", "audit", "--title", "x", "--in", "soon"),
+            "error: --in 'soon' is not a duration: use a number with s, m, h, d or w (for example 10m or 7d)\n")
+    refused(cli("task", "create", "--kind", "audit", "--title", "x", "--at", "tomorrow"),
+            "error: --at 'tomorrow' is not a time: use ISO 8601, for example 2026-12-01T09:00 or "
+            "2026-12-01T09:00+01:00\n")
+    ok(cli("task", "create", "--kind", "audit", "--title", "flaky", "--key", "f1", "--max-attempts", "1"))
+    ok(cli("task", "next", "--agent", "a1", "--can", "audit"))
+    ok(cli("task", "fail", "t-2", "--token", "1", "--agent", "a1", "--reason", "boom"))
+    assert ok(cli("task", "create", "--kind", "audit", "--title", "flaky", "--key", "f1")) == (
+        "t-2 already exists with key f1 (failed): flaky; `swarm task retry t-2` runs it again\n")
+    assert ok(cli("task", "retry", "--state", "failed")) == "retrying 1 failed task(s)\n"
+    assert [t["id"] for t in data(cli("task", "list", "--search", "FLAK", "--json"))] == ["t-2"]
+    assert [t["id"] for t in data(cli("task", "list", "--limit", "1", "--page", "2", "--json"))] == ["t-2"]
+    refused(cli("task", "retry"), "error: give a task id, or --state failed (or cancelled) to retry every such task\n")
+
+
+def test_cli_create_from_json_lines(cli: Cli, tmp_path: Path) -> None:
+    lines = tmp_path / "tasks.jsonl"
+    lines.write_text('{"kind": "docs", "title": "a"}\n\n{"kind": "docs", "title": "b", "key": "b"}\n')
+    assert ok(cli("task", "create", "--from", str(lines))) == "created 2 task(s); 0 already existed (same key)\n"
+    assert data(cli("task", "create", "--from", "-", "--json", input='{"kind": "docs", "title": "b", "key": "b"}\n')
+                ) == [{"id": "t-2", "new": False}]
+    lines.write_text('{"kind": "docs", "title": "c"}\n{"kind": "docs"}\n')
+    refused(cli("task", "create", "--from", str(lines)),
+            f"error: {lines}, line 2: not a task spec (Field required); each line is a JSON object like "
+            '{"kind": "docs", "title": "Document swarm.bus"}\n')
+    assert len(data(cli("task", "list", "--json"))) == 2  # nothing of the bad file was created

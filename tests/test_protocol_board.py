@@ -422,4 +422,5 @@ async def test_empty_replies_are_as_documented(raw: Redis) -> None:
     assert await client.claim(1) == {"ok": True, "empty": True, "tip": "0-0"}  # no board event yet
     # cjson writes an empty array as `{}`: 7.7 tells clients to read it as an empty list.
     assert await client.board("reclaim", "100") == {"ok": True, "moved": {}}
-    assert await client.board("view", "0", "10", "100", "6000") == {"ok": True, "moved": {}, "tasks": {}, "agents": {}}
+    assert await client.board("view", "0", "10", "100", "6000") == {
+        "ok": True, "moved": {}, "tasks": {}, "agents": {}, "more": False}

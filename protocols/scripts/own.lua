@@ -42,6 +42,7 @@ local CLAIM_SCAN = 1000
 --   agents                    agents
 --   agent_seen                agents:seen
 --   presence_lock             presence:lock
+--   paused                    paused
 --   leader                    captain:leader
 --   epoch                     captain:epoch
 --  repetition detection (repetition_observe.lua is passed these in KEYS)
@@ -466,6 +467,13 @@ local function events_tip()
   return last[1][1]
 end
 
+-- The kinds `swarm pause` stopped (kind -> true): no claim or assignment hands out their tasks.
+local function paused_kinds()
+  local out = {}
+  for _, kind in ipairs(redis.call('SMEMBERS', key('paused'))) do out[kind] = true end
+  return out
+end
+
 -- Hand up to `count` ready tasks that `caps` (comma-separated, '*' = any) can do to `agent`, best
 -- first (priority, then age), straight to running, after reclaiming expired leases (so agents keep a
 -- board healthy with no captain running). Returns them in claim order, and the board-event tip when
@@ -477,6 +485,7 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
     if cap == '*' then any = true end
     can[cap] = true
   end
+  local paused = paused_kinds()
   local claimed = {}
   local offset = 0
   -- Looking is bounded: a long queue of work this agent cannot do must not keep Redis busy; what
@@ -491,8 +500,8 @@ local function claim_ready(agent, caps, lease_ms, count, speak)
       if not t or t.state ~= 'open' then
         index('ZREM', key('ready'), id)  -- only open tasks belong here; never hand out another
       else
-        local fits = any
-        if not fits then
+        local fits = any and not paused[t.kind]
+        if not fits and not paused[t.kind] then
           fits = true
           for cap in string.gmatch(t.caps, '[^,]+') do
             if not can[cap] then fits = false break end
@@ -558,6 +567,9 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
     if t.state == 'assigned' or t.state == 'running' then hint = '; use reassign to move it' end
     return nil, err('illegal', 'task ' .. id .. ' is ' .. t.state .. (t.owner ~= '' and (' by ' .. t.owner) or '') ..
       ', not open' .. hint)
+  elseif redis.call('SISMEMBER', key('paused'), t.kind) == 1 then
+    return nil, err('not_ready', 'task ' .. id .. ' is of kind ' .. t.kind .. ', which is paused; `swarm resume ' ..
+      t.kind .. '` lets it be assigned')
   elseif redis.call('ZSCORE', key('ready'), id) == false then
     if tonumber(t.deps_left) > 0 then
       return nil, err('not_ready', 'task ' .. id .. ' waits on ' .. t.deps_left .. ' unfinished blocked-by task(s)')
@@ -586,6 +598,75 @@ local function start_one(t, lease_ms)
   save(t, 'state', 'lease_until')
   emit(t, 'started', '')
   return nil
+end
+
+-- A task spec (a decoded JSON object, see create.lua) checked and completed with its defaults, or
+-- nil and the `invalid` (or `not_found`) reply. Nothing is written: a batch checks every spec first.
+local function check_spec(spec)
+  if type(spec) ~= 'table' then return nil, err('invalid', 'the task spec is not a JSON object') end
+  for _, f in ipairs({{'kind', true}, {'title', true}, {'body', false}, {'key', false}, {'evidence', false},
+                      {'caps', false}, {'files', false}}) do
+    local name, required = f[1], f[2]
+    local v = spec[name]
+    if v == nil then v = '' end
+    if type(v) ~= 'string' or (required and v == '') then
+      return nil, err('invalid', 'task field ' .. name .. ' must be ' .. (required and 'a non-empty string' or 'a string'))
+    end
+    spec[name] = v
+  end
+  for _, f in ipairs({{'priority', 5, 0, 9}, {'max_attempts', 3, 1, 100}, {'not_before', 0, 0, 1e15}}) do
+    local name, default, lo, hi = f[1], f[2], f[3], f[4]
+    local v = spec[name]
+    if v == nil then v = default end
+    if type(v) ~= 'number' or v ~= math.floor(v) or v < lo or v > hi then
+      return nil, err('invalid', 'task field ' .. name .. ' must be a whole number from ' .. lo .. ' to ' ..
+        string.format('%.0f', hi))
+    end
+    spec[name] = v
+  end
+  if spec.caps == '' then spec.caps = spec.kind end
+  if spec.deps == nil then spec.deps = {} end
+  if type(spec.deps) ~= 'table' then return nil, err('invalid', 'task field deps must be an array of task ids') end
+  for _, dep in ipairs(spec.deps) do
+    if type(dep) ~= 'string' then return nil, err('invalid', 'task field deps must be an array of task ids') end
+    if redis.call('EXISTS', key('task:', dep)) == 0 then
+      return nil, err('not_found', 'blocked-by task ' .. dep .. ' does not exist; create it first or drop it')
+    end
+  end
+  return spec, nil
+end
+
+-- Create the task a checked spec describes (or return the task its dedup key already names): the
+-- task and whether it is new.
+local function create_task(spec)
+  if spec.key ~= '' then
+    local existing = redis.call('HGET', key('dedup'), spec.key)
+    if existing then return load(existing), false end
+  end
+  -- A dependency named twice counts once: its completion releases this task only once.
+  local deps, seen, deps_left = {}, {}, 0
+  for _, dep in ipairs(spec.deps) do
+    if not seen[dep] then
+      seen[dep] = true
+      deps[#deps + 1] = dep
+      if redis.call('HGET', key('task:', dep), 'state') ~= 'done' then deps_left = deps_left + 1 end
+    end
+  end
+  local id = 't-' .. redis.call('INCR', key('seq'))
+  local t = {id = id, kind = spec.kind, title = spec.title, body = spec.body, priority = tostring(spec.priority),
+    key = spec.key, evidence = spec.evidence, deps = table.concat(deps, ','), caps = spec.caps, files = spec.files,
+    state = 'open', owner = '', token = '0', attempts = '0', max_attempts = tostring(spec.max_attempts),
+    lease_until = '0', not_before = string.format('%.0f', spec.not_before), deps_left = tostring(deps_left),
+    created = tostring(NOW), result = '', reason = ''}
+  save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'caps', 'files', 'state', 'owner',
+    'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason')
+  index('ZADD', key('state:', 'open'), NOW, id)
+  index('ZADD', key('tasks'), NOW, id)
+  if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end
+  for _, dep in ipairs(deps) do redis.call('SADD', key('dependents:', dep), id) end
+  make_ready(t)
+  emit(t, 'created', t.title)
+  return t, true
 end
 
 -- What an owner does with its task, fenced by its token:

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, Any, TypeVar, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, cast
 
 import typer
-from rich.console import Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from swarm.board import STATES, TERMINAL, Board, Task
 from swarm.bus import Bus
@@ -19,6 +16,11 @@ from swarm.cli.common import AsJson, csv, out, print_json, run_with_bus, safe
 from swarm.connection import doing, text
 from swarm.errors import ConfigError
 from swarm.protocol import AGENT_PATTERN, CAP_PATTERN, KIND_PATTERN, now_ms
+
+if TYPE_CHECKING:  # rich's renderables are imported where they are drawn: `--json` never loads them
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
 
 T = TypeVar("T")
 
@@ -28,6 +30,8 @@ KindOpt = Annotated[str | None, typer.Option("--kind", help="Only tasks of this 
 STYLE = {"open": "cyan", "assigned": "yellow", "running": "blue", "blocked": "magenta",
          "done": "green", "failed": "red", "cancelled": "dim"}
 ACTIVE = tuple(s for s in STATES if s not in TERMINAL)
+_ORDER = {s: i for i, s in enumerate(STATES)}
+"""Sort rank of each state; a state the board may add later sorts last instead of failing the view."""
 _ID = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces: all the board ever hands out
 
 
@@ -84,6 +88,30 @@ def check_id(value: str) -> str:
 
 
 # --- rendering -----------------------------------------------------------------------------------
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def check_duration(value: str, option: str) -> float:
+    """A duration like `90s`, `10m`, `1h`, `7d` (a bare number is seconds), in seconds, or ConfigError."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", value)
+    if not match:
+        raise ConfigError(f"{option} {value!r} is not a duration: use a number with s, m, h, d or w "
+                          "(for example 10m or 7d)")
+    return float(match[1]) * _UNITS[match[2] or "s"]
+
+
+def check_time(value: str, option: str) -> int:
+    """An ISO 8601 time (`2026-12-01T09:00`, local time unless it names a zone) in ms, or ConfigError."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a time: use ISO 8601, for example 2026-12-01T09:00 "
+                          "or 2026-12-01T09:00+01:00") from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # the local zone, as a person typing a time means it
+    return int(moment.timestamp() * 1000)
+
+
 def seconds_left(until_ms: int) -> str:
     """`12.3s` until a time in ms, or `-` when it has passed or is unset."""
     left = (until_ms - now_ms()) / 1000
@@ -92,6 +120,8 @@ def seconds_left(until_ms: int) -> str:
 
 def state_text(state: str) -> Text:
     """A state, coloured."""
+    from rich.text import Text  # noqa: PLC0415
+
     return Text(state, style=STYLE.get(state, ""))
 
 
@@ -102,6 +132,8 @@ def state_markup(state: str) -> str:
 
 def task_table(tasks: Sequence[Task]) -> Table:
     """One row per task: id, state, priority, kind, title, owner, attempts, lease left."""
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(box=None, header_style="bold", pad_edge=False)
     for name, justify in (("ID", "left"), ("STATE", "left"), ("PRI", "right"), ("KIND", "left"),
                           ("TITLE", "left"), ("OWNER", "left"), ("TRIES", "right"), ("LEASE", "right")):
@@ -116,6 +148,8 @@ def task_table(tasks: Sequence[Task]) -> Table:
 
 def counts_line(counts: dict[str, int]) -> Text:
     """`open 3 · assigned 1 · ... (N tasks)`, each state in its colour."""
+    from rich.text import Text  # noqa: PLC0415
+
     line = Text()
     for i, state in enumerate(STATES):
         if i:
@@ -129,19 +163,29 @@ def counts_line(counts: dict[str, int]) -> Text:
 async def snapshot(board: Board, state: str | None, kind: str | None, everything: bool, limit: int) -> dict[str, Any]:
     """Counts per state and the tasks the view shows (active ones unless `everything` or a state)."""
     states: tuple[str | None, ...] = (state,) if state else (None,) if everything else ACTIVE
-    tasks: list[Task] = []
+    found: dict[str, Task] = {}
     for s in states:
-        tasks.extend(await board.tasks(state=s, kind=kind, limit=limit))
+        # One index is read after another, so a task that changes state in between is read twice (the
+        # later read wins) or in a state outside `states` (a task done meanwhile): show what it is now.
+        found.update((t.id, t) for t in await board.tasks(state=s, kind=kind, limit=limit))
+    tasks = list(found.values())
     if state is None and not everything:  # claim order within each state reads best: urgent, then oldest
-        tasks.sort(key=lambda t: (ACTIVE.index(t.state), -t.priority, t.created))
-    return {"counts": await board.counts(), "tasks": tasks}
+        tasks.sort(key=lambda t: (_ORDER.get(t.state, len(_ORDER)), -t.priority, t.created))
+    return {"counts": await board.counts(), "tasks": tasks, "paused": await board.paused()}
 
 
 def render(view: dict[str, Any], title: str) -> Group:
     """The board view: a header, the table (or a note when empty) and the counts."""
+    from rich.console import Group  # noqa: PLC0415
+    from rich.text import Text  # noqa: PLC0415
+
     tasks: list[Task] = view["tasks"]
     body: Table | Text = task_table(tasks) if tasks else Text("no tasks to show", style="dim")
-    return Group(Text(title, style="bold"), body, counts_line(view["counts"]))
+    parts: list[Table | Text] = [Text(title, style="bold"), body, counts_line(view["counts"])]
+    if view.get("paused"):
+        parts.append(Text(f"paused: {', '.join(view['paused'])} (`swarm resume KIND` hands them out again)",
+                          style="yellow"))
+    return Group(*parts)
 
 
 def board(
@@ -167,11 +211,14 @@ def board(
     async def once(bus: Bus) -> None:
         view = await snapshot(Board(bus.redis, bus.settings), state, kind, everything, limit)
         if as_json:
-            print_json({"counts": view["counts"], "tasks": [t.summary() for t in view["tasks"]]})
+            print_json({"counts": view["counts"], "paused": view["paused"],
+                        "tasks": [t.summary() for t in view["tasks"]]})
         else:
             out.print(render(view, safe(title)))
 
     async def live(bus: Bus) -> None:
+        from rich.live import Live  # noqa: PLC0415
+
         b = Board(bus.redis, bus.settings)
         # Read on from the newest event before the first snapshot, so none between the snapshot
         # and the first XREAD goes unseen (`$` would skip it).
@@ -194,3 +241,44 @@ def board(
                     streams[text(stream)] = text(entries[-1][0])
 
     run_with_bus(live if watch else once)
+
+
+# --- keeping the board ---------------------------------------------------------------------------
+TERMINAL_STATES = ("done", "failed", "cancelled")
+
+
+def purge(
+    older_than: Annotated[str, typer.Option("--older-than", help="Finished at least this long ago: 12h, 7d.",
+                                            show_default=False)],
+    state: Annotated[list[str] | None, typer.Option("--state", help="Only this finished state (repeatable; "
+                                                     "default: done, failed and cancelled).", show_default=False)]
+    = None,
+    as_json: AsJson = False,
+) -> None:
+    """Forget finished tasks and their history (the captain does it by itself after SWARM_KEEP_DONE)."""
+    age = check_duration(older_than, "--older-than")
+    states = tuple(csv(state)) or TERMINAL_STATES
+    for s in states:
+        if s not in TERMINAL_STATES:
+            raise ConfigError(f"--state {s!r} cannot be purged: only finished tasks are (done, failed, cancelled)")
+    purged = with_board(lambda b: b.purge(int(age * 1000), states))
+    if as_json:
+        print_json({"purged": purged, "states": list(states), "older_than_s": age})
+    else:
+        out.print(f"purged {purged} finished task(s) ({', '.join(states)}) older than {older_than}")
+
+
+def pause(kind: Annotated[str, typer.Argument(help="The task kind to stop handing out.", show_default=False)],
+          ) -> None:
+    """Hand out no task of KIND (no claim, no assignment) until `swarm resume KIND`; running ones go on."""
+    checked = check_kind(kind, "KIND") or kind
+    with_board(lambda b: b.pause(checked))
+    out.print(f"paused {checked}: no claim or assignment hands out its tasks; `swarm resume {checked}` undoes it")
+
+
+def resume(kind: Annotated[str, typer.Argument(help="The task kind to hand out again.", show_default=False)],
+           ) -> None:
+    """Hand out tasks of KIND again."""
+    checked = check_kind(kind, "KIND") or kind
+    with_board(lambda b: b.resume(checked))
+    out.print(f"resumed {checked}: its tasks are handed out again")

@@ -20,6 +20,7 @@ from swarm.bus import Bus
 from swarm.connection import open_redis
 from swarm.errors import ConfigError, SwarmError
 from swarm.logs import configure
+from swarm.server import EmbeddedServer, ServerState
 from swarm.settings import Settings
 
 T = TypeVar("T")
@@ -64,9 +65,10 @@ def _invalid(exc: ValidationError) -> str:
     return f"{where}: {err['msg'].removeprefix('Value error, ')} (got {str(err.get('input'))[:60]!r})"
 
 
-def app(help_text: str) -> typer.Typer:
-    """A sub-app with swarm's error handling and no shell-completion clutter."""
-    return typer.Typer(cls=SwarmGroup, help=help_text, no_args_is_help=True, add_completion=False)
+def app(help_text: str, *, completion: bool = False) -> typer.Typer:
+    """A (sub-)app with swarm's error handling; `completion` adds typer's `--install-completion` and
+    `--show-completion` (the root `swarm` app only: a sub-app's would never be offered)."""
+    return typer.Typer(cls=SwarmGroup, help=help_text, no_args_is_help=True, add_completion=completion)
 
 
 def settings() -> Settings:
@@ -86,9 +88,24 @@ def run_loop(s: Settings, fn: Callable[[], Awaitable[T]]) -> T:
     return anyio.run(fn, backend_options={"use_uvloop": s.uvloop and find_spec("uvloop") is not None})
 
 
+def server_url(s: Settings) -> str:
+    """The Redis URL a command uses: `SWARM_REDIS_URL`, or the embedded server's under `SWARM_HOME`.
+    A command that starts the embedded server says so in one stderr line, naming the home and port:
+    the home is found from the working directory, so the line shows which project's server it is."""
+    if s.redis_url:
+        return s.redis_url
+
+    def started(state: ServerState) -> None:
+        print(f"swarm: started the embedded server for {s.home.resolve()} on 127.0.0.1:{state.port}",
+              file=sys.stderr, flush=True)
+
+    return EmbeddedServer(s.home).ensure(on_start=started).url
+
+
 def run_with_bus(fn: Callable[[Bus], Awaitable[T]]) -> T:
     """Connect (embedded server on demand), build the bus, run `fn`, close."""
     s = settings()
+    server_url(s)  # start the embedded server here, where starting it is said; open_redis then finds it
 
     async def go() -> T:
         async with open_redis(s) as redis:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-import anyio.lowlevel
 import typer
 from redis.asyncio import Redis
 from rich.live import Live
@@ -29,8 +28,9 @@ from swarm.agent import Agent
 from swarm.board import STATES, Board, Task
 from swarm.bus import Bus
 from swarm.captain import Captain
-from swarm.cli.common import out, run_loop, settings
-from swarm.connection import open_redis
+from swarm.cli.common import out, run_loop, safe, server_url, settings
+from swarm.connection import doing, open_redis, text
+from swarm.discovery.engine import GROUP as DISCOVERY_GROUP
 from swarm.discovery.engine import Discovery
 from swarm.discovery.repetition import Detector
 from swarm.errors import ConfigError
@@ -64,17 +64,35 @@ DEFAULT_ROSTER = (
 )
 
 
+DEMO_SWARM = "swarm-demo"
+"""The swarm the demo runs in unless told otherwise: a name of its own, never a user's SWARM_NAME."""
+MARK = "demo"
+"""The key (after the swarm's prefix) the demo writes into a board it made: it wipes only such a board.
+(Not in `swarm.keys`: no script and no other process uses it, and a Keys member must also be listed in
+board_lib.lua and PROTOCOL.md.)"""
+
+
 @dataclass
 class Summary:
-    """What the demo did, for the closing report."""
+    """What the demo did, for the closing report. Every figure counts one thing, said here."""
 
-    messages: int = 0
     chatter: int = 0
-    """Status messages the scripted chatter sent (the rest of `messages` are the agents' own)."""
+    """Status messages the scripted chatter published on the bus, in the roster's agents' names."""
     idle: int = 0
-    """...of which idle talk: what discovery should coalesce."""
+    """...of which idle talk ("standing by", "awaiting orders"): the repetition discovery is there to catch."""
+    seen: int = 0
+    """Bus messages the discovery engine read: the chatter, and the status updates the agents sent
+    themselves (online, working on a task)."""
+    read_all: bool = False
+    """Whether discovery had read all of the chatter when the demo stopped (it waits for that, up to
+    --max-seconds)."""
     coalesced: int = 0
-    signals: int = 0
+    """Messages counted into per-agent repetition signals: repeats the captain got as part of one signal
+    each, not one by one (all of them among the `seen`)."""
+    agent_signals: int = 0
+    """Per-agent repetition signals: one agent saying the same thing over and over."""
+    swarm_signals: int = 0
+    """Swarm-wide repetition signals: many agents saying the same thing."""
     found: Counter[str] = field(default_factory=Counter)
     done: Counter[str] = field(default_factory=Counter)
     failed: int = 0
@@ -83,15 +101,20 @@ class Summary:
     seconds: float = 0.0
 
     @property
-    def coalesced_share(self) -> float:
-        """Share of the idle chatter that reached the captain only as part of a signal."""
-        return self.coalesced / self.idle if self.idle else 0.0
+    def signals(self) -> int:
+        """Every repetition signal, per agent and swarm-wide."""
+        return self.agent_signals + self.swarm_signals
+
+
+def _pattern(keys: Keys) -> str:
+    """A SCAN pattern for every key of the swarm (its braces escaped)."""
+    return f"{keys.prefix.replace('{', '[{]').replace('}', '[}]')}*"
 
 
 async def reset(redis: Redis, keys: Keys) -> None:
     """Delete every key of the demo swarm, so each run starts from an empty board."""
     batch: list[bytes] = []
-    async for key in redis.scan_iter(match=f"{keys.prefix.replace('{', '[{]').replace('}', '[}]')}*", count=1000):
+    async for key in redis.scan_iter(match=_pattern(keys), count=1000):
         batch.append(key)
         if len(batch) >= 1000:
             await redis.unlink(*batch)
@@ -100,10 +123,48 @@ async def reset(redis: Redis, keys: Keys) -> None:
         await redis.unlink(*batch)
 
 
-async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: int = 7) -> tuple[int, int]:
-    """Realistic agent talk: mostly idle paraphrases, some progress. Returns (messages, idle ones)."""
+async def take_board(redis: Redis, keys: Keys) -> None:
+    """Wipe the swarm's board for a fresh run, and mark it as the demo's; ConfigError, touching
+    nothing, when the swarm has keys but not the mark: a board the demo did not make is not its to wipe."""
+    mark = keys.prefix + MARK
+    with doing("checking the demo's board"):
+        ours = bool(await redis.exists(mark))
+        cursor = 0
+        while not ours:
+            cursor, found = await redis.scan(cursor, match=_pattern(keys), count=1000)
+            if found:
+                raise ConfigError(
+                    f"swarm {keys.swarm!r} on this server has a board that `swarm demo` did not make, and the "
+                    "demo wipes its board before it runs; run the demo with another --swarm NAME"
+                )
+            if not cursor:
+                break
+    with doing("wiping the demo's board"):
+        await reset(redis, keys)
+        await redis.set(mark, "made by `swarm demo`, which wipes this board on each run")
+
+
+async def discovery_read(redis: Redis, keys: Keys, last_id: str) -> bool:
+    """True once the discovery engine has handled every bus entry up to `last_id`: delivered to its
+    consumer group, and acknowledged (which the consumer does after the handler, signals included)."""
+    with doing("checking what discovery has read"):
+        groups = await redis.xinfo_groups(keys.bus)
+        pending = await redis.xpending_range(keys.bus, DISCOVERY_GROUP, min="-", max=last_id, count=1)
+    delivered = next((text(g["last-delivered-id"]) for g in groups if text(g["name"]) == DISCOVERY_GROUP), "0-0")
+    return _entry(delivered) >= _entry(last_id) and not pending
+
+
+def _entry(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: int = 7) -> tuple[int, int, str]:
+    """Realistic agent talk: mostly idle paraphrases, some progress. Returns (messages, idle ones,
+    the bus entry id of the last one)."""
     rng = random.Random(seed)
     sent = idle = 0
+    last = "0-0"
     for n in range(rounds):
         batch = []
         for name in names:
@@ -115,10 +176,10 @@ async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: 
                 state = "idle"
                 idle += 1
             batch.append(message(StatusBody(text=text, state=state), sender=name))
-        await bus.publish_many(batch)
+        last = (await bus.publish_many(batch))[-1]
         sent += len(batch)
         await anyio.sleep(period * (0.5 + rng.random()) if n else period)
-    return sent, idle
+    return sent, idle, last
 
 
 def roster(folder: Path | None) -> list[RosterCard]:
@@ -131,52 +192,63 @@ def roster(folder: Path | None) -> list[RosterCard]:
 async def run_demo(
     redis: Redis, settings: Settings, workspace: Path, *, cards: list[RosterCard], max_s: float = 55.0,
     rounds: int = 12, period: float = 0.25, on_tick: Callable[[Summary, list[Task]], None] | None = None,
+    discovery: Discovery | None = None,
 ) -> Summary:
-    """Run the demo swarm until discovered work is finished (or `max_s`); return the summary."""
+    """Run the demo swarm until discovery has read all the chatter and the work it found is finished
+    (or `max_s`), let the agents drain, and return the summary. The swarm's board is wiped first, and
+    must be one the demo made (`take_board`). `discovery`: the engine to run (default: all sources)."""
     started = time.monotonic()
     keys = Keys(settings.name)
-    await reset(redis, keys)
+    await take_board(redis, keys)
     board = Board(redis, settings)
     bus = Bus(redis, settings)
     workers = [c for c in cards if not c.captain]
     captain_card = next((c for c in cards if c.captain), None)
-    discovery = Discovery(redis, settings, workspace)
+    engine = discovery or Discovery(redis, settings, workspace)
     summary = Summary(artifacts=(settings.home / "artifacts").resolve())
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        await tg.start(discovery.run)
-        chief = captain_card.name if captain_card else "captain"
-        await tg.start(Captain(redis, settings, instance=f"{chief}.{new_id()}").run)
-        for card in workers:
-            handler = load_handler(card.handler, card.path.parent if card.path != Path() else None)
-            agent = Agent(redis, settings, card.agent_card(), handler, workspace=workspace, grace_s=2.0,
-                          claim=False)
-            await tg.start(agent.run, stop)
-        summary.chatter, summary.idle = await chatter(bus, [c.name for c in workers], rounds, period)
-        with anyio.move_on_after(max(1.0, max_s - (time.monotonic() - started))):
-            while True:
-                tasks = await board.tasks(limit=10_000)
-                _fill(summary, discovery, tasks)
-                if on_tick:
-                    on_tick(summary, tasks)
-                if tasks and all(t.terminal for t in tasks):
-                    break
-                await anyio.sleep(0.25)
+    # The agents stop by `stop`, not by a cancel: they finish or release their tasks and deregister
+    # (cancelled, they left their tasks running, owned by no one, until the leases ran out). The captain
+    # and discovery are cancelled first: the captain would hand a released task back to a leaving agent.
+    async with anyio.create_task_group() as crew:
+        async with anyio.create_task_group() as chiefs:
+            await chiefs.start(engine.run)
+            chief = captain_card.name if captain_card else "captain"
+            await chiefs.start(Captain(redis, settings, instance=f"{chief}.{new_id()}").run)
+            for card in workers:
+                handler = load_handler(card.handler, card.path.parent if card.path != Path() else None)
+                agent = Agent(redis, settings, card.agent_card(), handler, workspace=workspace,
+                              grace_s=min(card.grace_s, 2.0), claim=False)
+                await crew.start(agent.run, stop)
+            summary.chatter, summary.idle, last = await chatter(bus, [c.name for c in workers], rounds, period)
+            with anyio.move_on_after(max(1.0, max_s - (time.monotonic() - started))):
+                while True:
+                    # Finished only once discovery has read all the chatter: under load it lags behind, and
+                    # the board can look finished (the work of the first signals done) while chatter that
+                    # makes more signals, and more work, is still unread. Read first, then the tasks, so
+                    # that whatever that chatter created is on the board when the tasks are looked at.
+                    summary.read_all = await discovery_read(redis, keys, last)
+                    tasks = await board.tasks(limit=10_000)
+                    _fill(summary, engine, tasks)
+                    if on_tick:
+                        on_tick(summary, tasks)
+                    if summary.read_all and tasks and all(t.terminal for t in tasks):
+                        break
+                    await anyio.sleep(0.25)
+            chiefs.cancel_scope.cancel()
         stop.set()
-        await anyio.lowlevel.checkpoint()
-        tg.cancel_scope.cancel()
     tasks = await board.tasks(limit=10_000)
-    _fill(summary, discovery, tasks)
+    _fill(summary, engine, tasks)
     reps = await Detector(redis, settings).signals(limit=10_000)
-    summary.signals = len(reps)
+    summary.agent_signals = sum(r.scope == "agent" for r in reps)
+    summary.swarm_signals = sum(r.scope == "swarm" for r in reps)
     summary.coalesced = sum(r.signal.body.count for r in reps if r.scope == "agent")
     summary.seconds = time.monotonic() - started
     return summary
 
 
 def _fill(summary: Summary, discovery: Discovery, tasks: list[Task]) -> None:
-    summary.messages = discovery.seen
-    summary.signals = discovery.signals
+    summary.seen = discovery.seen
     summary.found = Counter(t.kind for t in tasks)
     summary.done = Counter(t.kind for t in tasks if t.state == "done")
     summary.failed = sum(t.state == "failed" for t in tasks)
@@ -190,7 +262,7 @@ def _view(summary: Summary, tasks: list[Task]) -> Table:
     for state in STATES:
         table.add_column(state, justify="right")
     table.add_row(*(str(sum(t.state == s for t in tasks)) for s in STATES))
-    table.caption = (f"{summary.messages} messages seen, {summary.signals} signals, "
+    table.caption = (f"{summary.chatter} chatter messages sent, {summary.seen} bus messages read by discovery, "
                      f"{sum(summary.found.values())} tasks found, {sum(summary.done.values())} done")
     return table
 
@@ -200,14 +272,16 @@ def demo(
     agents: Annotated[Path, typer.Option(help="Roster folder (the built-in eight when it has no cards).")]
     = Path("agents"),
     max_seconds: Annotated[float, typer.Option(min=5, help="Stop after this long even if work is left.")] = 55.0,
-    swarm: Annotated[str, typer.Option(help="Swarm name to run in; its board is wiped first.")] = "demo",
+    swarm: Annotated[str, typer.Option(help="Swarm name to run in; its board (one the demo made) is wiped first.")]
+    = DEMO_SWARM,
     live: Annotated[bool, typer.Option(help="Show the live board while it runs.")] = True,
 ) -> None:
     """Run the demo swarm: chatter becomes signals, signals find work in --path, agents do it."""
     if not path.is_dir():
         raise ConfigError(f"--path {path} is not a directory; point it at the code to find work in")
-    if swarm == settings().name and swarm != "demo":
-        raise ConfigError(f"--swarm {swarm!r} is your SWARM_NAME; the demo wipes its board, so pick another name")
+    if swarm == settings().name:
+        raise ConfigError(f"--swarm {swarm!r} is your SWARM_NAME; the demo wipes its board, so pick another name "
+                          "(--swarm NAME)")
     s = settings().model_copy(update={"name": swarm})
     if "SWARM_LOG_LEVEL" not in os.environ:
         configure("warning")  # the live board is the output; info logs would scroll it away
@@ -222,15 +296,34 @@ def demo(
                 return await run_demo(redis, s, workspace, cards=cards, max_s=max_seconds,
                                       on_tick=lambda summ, tasks: screen.update(_view(summ, tasks)))
 
+    server_url(s)  # start the embedded server (saying so) before the live board takes the screen
     summary = run_loop(s, go)
+    for line in report(summary, workspace, swarm):
+        out.print(line)
+
+
+def report(summary: Summary, workspace: Path, swarm: str) -> list[str]:
+    """The closing summary (rich markup), each figure with what it counts."""
     found = ", ".join(f"{n} {k}" for k, n in sorted(summary.found.items())) or "none"
     done = sum(summary.done.values())
-    out.print(f"\n[bold]swarm demo[/bold] finished in {summary.seconds:.1f}s on {workspace}")
-    out.print(f"  messages seen:      {summary.messages} "
-              f"({summary.chatter} scripted chatter, the rest the agents' own)")
-    out.print(f"  chatter coalesced:  {summary.coalesced_share:.0%} of {summary.idle} idle messages folded into "
-              f"{summary.signals} signals (the captain sees the signals, not the flood)")
-    out.print(f"  tasks found:        {found}")
+    agents = f"{summary.chatter} status messages published in the agents' names, {summary.idle} of them idle talk"
+    if summary.read_all:
+        read = (f"{summary.seen} bus messages: those {summary.chatter} and {summary.seen - summary.chatter} "
+                "status updates the agents sent themselves")
+    else:
+        read = (f"{summary.seen} bus messages; the demo stopped (--max-seconds) before discovery had read all "
+                "the chatter")
+    repeats = (f"{summary.coalesced} of those {summary.seen} were repeats the captain got inside "
+               f"{summary.agent_signals} per-agent signals, not one by one; {summary.swarm_signals} swarm-wide "
+               f"signal{'s' * (summary.swarm_signals != 1)}")
     left = f" ({summary.open} still open)" if summary.open else ""
-    out.print(f"  done / failed:      {done} / {summary.failed}{left}")
-    out.print(f"  artifacts:          {summary.artifacts}")
+    return [
+        f"\n[bold]swarm demo[/bold] finished in {summary.seconds:.1f}s on {safe(str(workspace))} (swarm {safe(swarm)})",
+        f"  chatter:            {agents}",
+        f"  read by discovery:  {read}",
+        f"  coalesced:          {repeats}",
+        f"  tasks found:        {found}",
+        f"  done / failed:      {done} / {summary.failed}{left}",
+        f"  artifacts:          {safe(str(summary.artifacts))}",
+    ]
+

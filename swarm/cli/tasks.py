@@ -3,24 +3,27 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.table import Table
 
 from swarm.board import Board, Task, TaskSpec
-from swarm.captain import Captain
 from swarm.cli.board import (
     KindOpt,
     StateOpt,
     check_agent,
     check_caps,
+    check_duration,
     check_id,
     check_kind,
     check_state,
+    check_time,
     seconds_left,
     state_markup,
     state_text,
@@ -29,7 +32,16 @@ from swarm.cli.board import (
 )
 from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe
 from swarm.errors import ConfigError
-from swarm.protocol import TaskEvent
+from swarm.registry import Registry
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from swarm.bus import Bus
+    from swarm.protocol import TaskEvent
+
+# The shell verbs (next, done, fail, progress, show --json) start a process per call: this module
+# imports only what they use; the captain and rich's tables are imported where they are needed.
 
 task = app("Tasks on the board: create, inspect, assign, and work them from a shell.")
 
@@ -101,9 +113,10 @@ def _report(t: Task, as_json: bool, line: str, **extra: Any) -> None:
 # --- creating and reading ------------------------------------------------------------------------
 @task.command()
 def create(
-    kind: Annotated[str, typer.Option("--kind", help="What sort of work (also the capability it needs).",
-                                      show_default=False)],
-    title: Annotated[str, typer.Option("--title", help="One line saying what to do.", show_default=False)],
+    kind: Annotated[str | None, typer.Option("--kind", help="What sort of work (also the capability it needs).",
+                                             show_default=False)] = None,
+    title: Annotated[str | None, typer.Option("--title", help="One line saying what to do.", show_default=False)]
+    = None,
     body: Annotated[str, typer.Option("--body", help="Details; `-` reads them from stdin.")] = "",
     priority: Annotated[int, typer.Option("--priority", help="0 (lowest) to 9 (most urgent).")] = 5,
     key: Annotated[str, typer.Option("--key", help="Dedup key: creating again with it returns the first task.")] = "",
@@ -113,27 +126,108 @@ def create(
     files: Annotated[list[str] | None, typer.Option("--file", help="A file the task touches (repeatable).")] = None,
     evidence: Annotated[list[str] | None, typer.Option("--evidence", help="Id of a message that caused it.")] = None,
     max_attempts: Annotated[int | None, typer.Option("--max-attempts", help="Attempts before it fails.")] = None,
+    delay: Annotated[str | None, typer.Option("--in", help="Ready only after this long: 90s, 10m, 2h, 1d.",
+                                              show_default=False)] = None,
+    at: Annotated[str | None, typer.Option("--at", help="Ready only from this time: 2026-12-01T09:00 (ISO 8601).",
+                                           show_default=False)] = None,
+    source: Annotated[str | None, typer.Option("--from", help="Create many: a file of JSON lines, one task spec "
+                                                "each (`-`: stdin).", show_default=False)] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Create a task (idempotent with --key)."""
+    """Create a task (idempotent with --key; delayed with --in or --at), or many with --from."""
+    if source is not None:
+        if kind is not None or title is not None:
+            raise ConfigError("--from creates the tasks its lines describe: leave out --kind and --title")
+        _create_many(source, as_json)
+        return
+    if kind is None or title is None:
+        raise ConfigError(f"--{'kind' if kind is None else 'title'} is missing: a task needs --kind and --title "
+                          "(or --from FILE for many)")
+    if delay is not None and at is not None:
+        raise ConfigError("--in and --at do not combine: give one of them")
+    not_before = (int(time.time() * 1000 + check_duration(delay, "--in") * 1000) if delay is not None else
+                  check_time(at, "--at") if at is not None else 0)
     spec = _spec(kind=check_kind(kind), title=title, body=_text_arg(body), priority=priority, key=key,
                  blocked_by=tuple(check_id(i) for i in csv(blocked_by)), caps=tuple(check_caps(can)),
-                 files=tuple(files or ()), evidence=tuple(csv(evidence)), max_attempts=max_attempts)
+                 files=tuple(files or ()), evidence=tuple(csv(evidence)), max_attempts=max_attempts,
+                 not_before=not_before)
     t, created = with_board(lambda b: b.create(spec))
-    line = (f"created {t.id} ({safe(t.kind)}, priority {t.priority}): {safe(t.title)}" if created else
-            f"{t.id} already exists with key {safe(t.key)} ({t.state}): {safe(t.title)}")
+    if created:
+        line = f"created {t.id} ({safe(t.kind)}, priority {t.priority}): {safe(t.title)}"
+        if not_before:
+            line += f"; ready from {_stamp(not_before)}"
+    else:
+        line = f"{t.id} already exists with key {safe(t.key)} ({t.state}): {safe(t.title)}"
+        if t.state in ("failed", "cancelled"):
+            line += f"; `swarm task retry {t.id}` runs it again"
     _report(t, as_json, line, new=created)
+
+
+def _create_many(source: str, as_json: bool) -> None:
+    """Create the tasks of a file of JSON lines (TaskSpec's fields: kind, title, body, priority, key,
+    blocked_by, caps, files, max_attempts, not_before), in batches of 500, with a progress bar."""
+    from rich.progress import Progress  # noqa: PLC0415 - only this verb draws a progress bar
+
+    specs = _read_specs(source)
+
+    async def go(b: Board) -> list[tuple[str, bool]]:
+        done: list[tuple[str, bool]] = []
+        with Progress(console=err, transient=True) as progress:
+            bar = progress.add_task("creating tasks", total=len(specs))
+            for start in range(0, len(specs), 500):
+                done += await b.create_many(specs[start:start + 500])
+                progress.update(bar, completed=len(done))
+        return done
+
+    results = with_board(go)
+    new = sum(created for _, created in results)
+    if as_json:
+        print_json([{"id": task_id, "new": created} for task_id, created in results])
+    else:
+        out.print(f"created {new} task(s); {len(results) - new} already existed (same key)")
+
+
+def _read_specs(source: str) -> list[TaskSpec]:
+    """Task specs from JSON lines; a bad line is refused with its number before anything is created."""
+    try:
+        lines = sys.stdin.read().splitlines() if source == "-" else Path(source).read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror}; give a file of JSON lines, or - for stdin") from None
+    specs: list[TaskSpec] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            fields = json.loads(line)
+            if not isinstance(fields, dict):
+                raise ValueError("not a JSON object")
+            specs.append(TaskSpec.model_validate(fields))
+        except (ValueError, ValidationError) as exc:
+            reason = exc.errors(include_url=False)[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise ConfigError(f"{source}, line {n}: not a task spec ({reason}); each line is a JSON object "
+                              'like {"kind": "docs", "title": "Document swarm.bus"}') from None
+    return specs
 
 
 @task.command("list")
 def list_tasks(
     state: StateOpt = None,
     kind: KindOpt = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="Only tasks this agent owns (or last owned).",
+                                              show_default=False)] = None,
+    search: Annotated[str | None, typer.Option("--search", help="Only tasks with this text in the title or body.",
+                                               show_default=False)] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only tasks created within this long: 1h, 2d.",
+                                              show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many, oldest first.")] = 1000,
+    page: Annotated[int, typer.Option(min=1, help="Which page of --limit tasks.")] = 1,
     as_json: AsJson = False,
 ) -> None:
-    """List tasks, oldest first, optionally of one state and/or kind."""
-    tasks = with_board(lambda b: b.tasks(check_state(state), check_kind(kind), limit))
+    """List tasks, oldest first, optionally of one state, kind and owner, with some text, recent."""
+    who = None if owner is None else check_agent(owner, "--owner")
+    after = 0 if since is None else int(time.time() * 1000 - check_duration(since, "--since") * 1000)
+    tasks = with_board(lambda b: b.tasks(check_state(state), check_kind(kind), limit, owner=who, search=search,
+                                         since=after, offset=(page - 1) * limit))
     if as_json:
         print_json([t.summary() for t in tasks])
     elif tasks:
@@ -167,7 +261,7 @@ def show(task_id: TaskId, as_json: AsJson = False) -> None:
     for label, value in (("key", t.key), ("result", t.result), ("reason", t.reason), ("body", t.body)):
         if value:
             out.print(f"  {label}: {safe(value)}")
-    table = Table(box=None, header_style="bold", pad_edge=False, title="history", title_justify="left")
+    table = _history_table()
     for name in ("AT (UTC)", "EVENT", "STATE", "OWNER", "TOKEN", "DETAIL"):
         table.add_column(name, overflow="fold", no_wrap=name != "DETAIL")
     for e in history:
@@ -177,10 +271,18 @@ def show(task_id: TaskId, as_json: AsJson = False) -> None:
     out.print(table)
 
 
+def _history_table() -> Table:
+    from rich.table import Table  # noqa: PLC0415  (not for `--json`)
+
+    return Table(box=None, header_style="bold", pad_edge=False, title="history", title_justify="left")
+
+
 @task.command()
 def why(task_id: TaskId, as_json: AsJson = False) -> None:
     """Why a task is, or is not, assigned, and what would change that."""
     check_id(task_id)
+    from swarm.captain import Captain  # noqa: PLC0415  (heavy, and only this verb needs it)
+
     answer = run_with_bus(lambda bus: Captain(bus.redis, bus.settings).why(task_id))
     if as_json:
         print_json({"id": task_id, "why": answer})
@@ -190,12 +292,32 @@ def why(task_id: TaskId, as_json: AsJson = False) -> None:
 
 # --- a human steering the board --------------------------------------------------------------
 @task.command()
-def assign(task_id: TaskId, to: To, as_json: AsJson = False) -> None:
+def assign(
+    task_id: TaskId, to: To,
+    force: Annotated[bool, typer.Option("--force", help="Assign even to an agent that lacks the task's "
+                                                          "capabilities.")] = False,
+    as_json: AsJson = False,
+) -> None:
     """Give an open, ready task to an agent (its inbox gets the assignment)."""
     check_id(task_id)
     agent = check_agent(to, "--to")
-    t = with_board(lambda b: b.assign(task_id, agent))
+
+    async def assign_checked(b: Board) -> Task:
+        if not force:
+            await _check_capable(b, task_id, agent)
+        return await b.assign(task_id, agent)
+
+    t = with_board(assign_checked)
     _report(t, as_json, f"assigned {t.id} to {safe(agent)} (token {t.token})")
+
+
+async def _check_capable(b: Board, task_id: str, agent: str) -> None:
+    """Refuse to hand a task to a registered agent that cannot do it (it would fail it, or worse)."""
+    task = await b.get(task_id)
+    card = await Registry(b.redis, b.settings).card(agent)
+    if card is not None and not card.can(task.caps):
+        raise ConfigError(f"{agent} cannot do task {task.id}: it needs {','.join(task.caps)}, {agent} can "
+                          f"{','.join(card.capabilities)}; give it to an agent that can, or add --force")
 
 
 @task.command()
@@ -205,6 +327,57 @@ def reassign(task_id: TaskId, to: To, as_json: AsJson = False) -> None:
     agent = check_agent(to, "--to")
     t = with_board(lambda b: b.assign(task_id, agent, force=True))
     _report(t, as_json, f"reassigned {t.id} to {safe(agent)} (token {t.token})")
+
+
+@task.command()
+def retry(
+    task_id: Annotated[str | None, typer.Argument(help="The task id; or select with --state.", show_default=False)]
+    = None,
+    state: Annotated[str | None, typer.Option("--state", help="Retry every task in this state (failed or "
+                                                               "cancelled).", show_default=False)] = None,
+    kind: KindOpt = None,
+    as_json: AsJson = False,
+) -> None:
+    """Run failed or cancelled tasks again: open, attempts from 0, a new token, their history kept."""
+    if (task_id is None) == (state is None):
+        raise ConfigError("give a task id, or --state failed (or cancelled) to retry every such task")
+    if task_id is not None:
+        check_id(task_id)
+        t = with_board(lambda b: b.retry(task_id, "retried by hand"))
+        _report(t, as_json, f"retrying {t.id}: open again, attempt 1 of {t.max_attempts}")
+        return
+    if state not in ("failed", "cancelled"):
+        raise ConfigError(f"--state {state!r} cannot be retried: use failed or cancelled")
+    wanted = check_kind(kind)
+
+    async def all_of(b: Board) -> list[Task]:
+        return [await b.retry(t.id, "retried by hand") for t in await b.tasks(state, wanted, 100_000)]
+
+    retried = with_board(all_of)
+    if as_json:
+        print_json([t.summary() for t in retried])
+    else:
+        out.print(f"retrying {len(retried)} {state} task(s)" + (f" of kind {wanted}" if wanted else ""))
+
+
+@task.command("edit")
+def edit_task(
+    task_id: TaskId,
+    priority: Annotated[int | None, typer.Option("--priority", min=0, max=9, help="0 (lowest) to 9 (most urgent).",
+                                                 show_default=False)] = None,
+    title: Annotated[str | None, typer.Option("--title", help="A new title.", show_default=False)] = None,
+    body: Annotated[str | None, typer.Option("--body", help="A new body; `-` reads it from stdin.",
+                                             show_default=False)] = None,
+    can: Annotated[list[str] | None, typer.Option("--can", help="The capabilities it needs.", show_default=False)]
+    = None,
+    as_json: AsJson = False,
+) -> None:
+    """Change a task that is not running yet (open, blocked or assigned)."""
+    check_id(task_id)
+    caps = check_caps(can) if can else None
+    text = None if body is None else _text_arg(body)
+    t = with_board(lambda b: b.edit(task_id, priority=priority, title=title, body=text, caps=caps))
+    _report(t, as_json, f"edited {t.id} (priority {t.priority}): {safe(t.title)}")
 
 
 @task.command()
@@ -274,6 +447,30 @@ def heartbeat(task_id: TaskId, token: Token, agent: Owner = "", as_json: AsJson 
     owner = _owner(agent)
     t = with_board(lambda b: b.heartbeat(task_id, token, agent=owner))
     _report(t, as_json, f"{t.id} lease extended: {seconds_left(t.lease_until)} left")
+
+
+@task.command()
+def progress(
+    task_id: TaskId,
+    token: Token,
+    text: Annotated[str, typer.Option("--text", help="How it is going, in a line; `-` reads it from stdin.",
+                                      show_default=False)],
+    agent: Owner = "",
+    as_json: AsJson = False,
+) -> None:
+    """Say how your task is going: a status message naming the task (`swarm tail` shows it), and a
+    heartbeat, so the lease is extended too."""
+    check_id(task_id)
+    owner = _owner(agent)
+    said = _text_arg(text)
+
+    async def go(bus: Bus) -> Task:
+        from swarm.progress import report_progress  # noqa: PLC0415
+
+        return await report_progress(Board(bus.redis, bus.settings), bus, task_id, token, said, agent=owner)
+
+    t = run_with_bus(go)
+    _report(t, as_json, f"{t.id} progress: {safe(said)} (lease {seconds_left(t.lease_until)} left)")
 
 
 @task.command()

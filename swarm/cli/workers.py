@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,13 +20,13 @@ from anyio.abc import Process
 
 from swarm.agent import Agent
 from swarm.bus import Bus
-from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe, settings
+from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe, server_url, settings
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.errors import ConfigError
 from swarm.handlers import load_handler
 from swarm.lifeline import Lifeline
 from swarm.roster import RosterCard, load_card, load_roster
-from swarm.server import process_alive
+from swarm.server import process_alive, process_started
 
 agent_app = app("Run one agent worker.")
 COLORS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -62,6 +64,9 @@ def agent_run(
         roster = load_card(card)
         base = card.parent
     elif name:
+        if not csv(can) and handler.strip() != "builtin":
+            raise ConfigError(f"--can is missing: name the task kinds handler {handler!r} does, for example "
+                              "--can audit,docs (or --can '*' for any kind)")
         roster = RosterCard(name=name, capabilities=tuple(csv(can)), concurrency=concurrency, prefetch=prefetch,
                             handler=handler)
         base = Path.cwd()
@@ -99,6 +104,46 @@ def _state_file() -> Path:
     return home / "up.json"
 
 
+def _process(pid: int) -> dict[str, Any]:
+    """How `up.json` records a process: its pid and start time, so that a pid reused by another
+    process after ours exited is never taken for ours (see `_ours`)."""
+    return {"pid": pid, "started": process_started(pid)}
+
+
+def _ours(entry: dict[str, Any]) -> bool:
+    """True while the process `up.json` recorded still runs: same pid, same start time. (Where start
+    times cannot be read, as on macOS, both are None and the pid alone decides.)"""
+    pid = int(entry["pid"])
+    return process_alive(pid) and process_started(pid) == entry.get("started")
+
+
+@contextlib.contextmanager
+def _only_up(home: Path) -> Iterator[None]:
+    """Hold `home/up.lock` while `swarm up` runs: a second `swarm up` for the same home would register
+    the same agent names (the first run's agents would stop as replaced) and overwrite `up.json`,
+    leaving `swarm ps` and `swarm down` blind to the first run. The kernel drops the lock when the
+    process exits, however it exits, so a crashed run never blocks the next."""
+    home.mkdir(parents=True, exist_ok=True)
+    with (home / "up.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            state = _read_state()
+            who = (f"pid {state['pid']}, started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(state['since']))}"
+                   if state is not None else "it is starting")
+            raise ConfigError(
+                f"`swarm up` is already running for {home} ({who}); stop it with `swarm down` first, "
+                "or run this one with another SWARM_HOME"
+            ) from None
+        state_file = home / "up.json"
+        # Recorded at once (the processes follow), so that a second `swarm up` can name this one.
+        _write_state(state_file, {**_process(os.getpid()), "since": time.time(), "children": {}})
+        try:
+            yield
+        finally:
+            state_file.unlink(missing_ok=True)
+
+
 def _argv(card: RosterCard) -> list[str]:
     if card.captain:
         return [sys.executable, "-m", "swarm", "captain", "run", "--name", card.name]
@@ -115,15 +160,15 @@ def up(
     """
     cards = load_roster(agents)
     s = settings()
-    env = {**os.environ, "SWARM_HOME": str(s.home.resolve())}
-    if not s.redis_url:  # start the shared server once, here, rather than racing in every child
-        from swarm.connection import resolve_url  # noqa: PLC0415
-
-        env["SWARM_REDIS_URL"] = resolve_url(s)
-    commands = [(c.name, _argv(c), c.env) for c in cards]
-    if discovery:
-        commands.append(("discovery", [sys.executable, "-m", "swarm", "discovery", "run"], {}))
-    anyio.run(_supervise, commands, env, max((c.grace_s for c in cards), default=10.0))
+    home = s.home.resolve()
+    with _only_up(home):
+        env = {**os.environ, "SWARM_HOME": str(home)}
+        # Start the shared server once, here, rather than racing in every child.
+        env["SWARM_REDIS_URL"] = server_url(s)
+        commands = [(c.name, _argv(c), c.env) for c in cards]
+        if discovery:
+            commands.append(("discovery", [sys.executable, "-m", "swarm", "discovery", "run"], {}))
+        anyio.run(_supervise, commands, env, max((c.grace_s for c in cards), default=10.0))
 
 
 async def _supervise(commands: list[tuple[str, list[str], dict[str, str]]], env: dict[str, str],
@@ -143,7 +188,8 @@ async def _supervise(commands: list[tuple[str, list[str], dict[str, str]]], env:
                 procs[name] = proc
                 lifeline.hold(proc.pid)
                 tg.start_soon(_pipe, name, COLORS[i % len(COLORS)], proc, stop)
-            _state_file().write_text(json.dumps({"pid": os.getpid(), "children": {n: p.pid for n, p in procs.items()}}))
+            state = _read_state() or {**_process(os.getpid()), "since": time.time()}  # as `up` recorded it
+            _write_state(_state_file(), {**state, "children": {n: _process(p.pid) for n, p in procs.items()}})
             _say(f"[bold]swarm up[/bold]: {len(procs)} processes; Ctrl-C or `swarm down` stops them")
             await stop.wait()
             tg.cancel_scope.cancel()
@@ -193,14 +239,20 @@ async def _pipe(name: str, color: str, proc: Process, stop: anyio.Event) -> None
 def down(timeout: Annotated[float, typer.Option(min=0, help="Seconds to wait for a graceful stop.")] = 30.0) -> None:
     """Stop what `swarm up` started, gracefully (SIGTERM, then wait)."""
     state = _read_state()
-    if state is None:
+    recorded = [] if state is None else [state, *state["children"].values()]
+    # Only processes still ours are signalled: a pid whose process exited may belong to another now.
+    if not any(_ours(p) for p in recorded):
+        _state_file().unlink(missing_ok=True)
         out.print("nothing to stop: no `swarm up` is running here")
         return
-    targets = [int(state["pid"])] if process_alive(int(state["pid"])) else [int(p) for p in state["children"].values()]
-    for pid in targets:
-        _signal(pid, signal.SIGTERM)
+    assert state is not None
+    # The supervisor stops its children itself; signal them directly only when it is gone.
+    targets = [state] if _ours(state) else list(state["children"].values())
+    for entry in targets:
+        if _ours(entry):
+            _signal(int(entry["pid"]), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(process_alive(p) for p in [int(state["pid"]), *map(int, state["children"].values())]):
+    while any(_ours(p) for p in recorded):
         if time.monotonic() > deadline:
             raise ConfigError(f"swarm did not stop within {timeout:g}s; `swarm ps` shows what still runs")
         time.sleep(0.1)
@@ -212,7 +264,7 @@ def ps(as_json: AsJson = False) -> None:
     """The processes `swarm up` runs here, and whether each is alive."""
     state = _read_state()
     rows = [] if state is None else [
-        {"name": name, "pid": int(pid), "alive": process_alive(int(pid))} for name, pid in state["children"].items()
+        {"name": name, "pid": int(entry["pid"]), "alive": _ours(entry)} for name, entry in state["children"].items()
     ]
     if as_json:
         print_json(rows)
@@ -225,12 +277,23 @@ def ps(as_json: AsJson = False) -> None:
         out.print(f"{row['name']:>10}  pid {row['pid']:<8} {mark}")
 
 
+def _write_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace `up.json` in one step: `swarm ps`, `swarm down` and a second `swarm up` never read half of it."""
+    partial = path.with_suffix(".json.new")
+    partial.write_text(json.dumps(state))
+    partial.replace(path)
+
+
 def _read_state() -> dict[str, Any] | None:
+    """What `up.json` records: the supervisor's pid, start time (`started`, `since`) and children;
+    None when there is no such file or it is not one this version wrote."""
     try:
         data: dict[str, Any] = json.loads(_state_file().read_text())
-    except (OSError, ValueError):
+        valid = isinstance(data["pid"], int) and isinstance(data["since"], int | float) and all(
+            isinstance(c, dict) and isinstance(c.get("pid"), int) for c in data["children"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    return data
+    return data if valid else None
 
 
 def _signal(pid: int, sig: int) -> None:

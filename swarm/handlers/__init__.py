@@ -22,6 +22,9 @@ from swarm.handlers.command import CommandHandler
 
 EXAMPLE = "agents/reviewer.py:handle"
 
+BUILTIN_KINDS = ("consolidation", "audit", "docs", "todo")
+"""The task kinds the built-in handler does: what an agent running it claims when no --can is given."""
+
 
 def load_handler(spec: str, base: Path | None = None, *, timeout_s: float = 600.0) -> Handler:
     """Resolve a handler spec (see the module doc) to an async callable, or raise ConfigError."""

@@ -18,6 +18,12 @@ import anyio
 
 from swarm.agent import Context
 from swarm.board import Task
+from swarm.errors import SwarmError
+from swarm.handlers import BUILTIN_KINDS
+
+
+class UnknownKind(SwarmError):
+    """Raised (failing the task) when the built-in handler is given a kind it does not do."""
 
 FINDING = re.compile(r"^- `(?P<path>[^`]+?)(?::(?P<line>\d+)(?:-(?P<end>\d+))?)?` (?P<rule>[^:]+): (?P<message>.*)$")
 
@@ -81,6 +87,9 @@ def parse(body: str) -> list[Item]:
 
 async def handle(task: Task, ctx: Context) -> str:
     """Write the work order for `task` to the artifacts folder; return a one-line summary."""
+    if task.kind not in BUILTIN_KINDS:  # never pretend: a kind it knows nothing of fails, with the reason
+        raise UnknownKind(f"the built-in handler does not do {task.kind!r} tasks (it does "
+                          f"{', '.join(BUILTIN_KINDS)}); run an agent with a handler for them (--handler)")
     items = parse(task.body)
     root = ctx.workspace
     writer = {"docs": _docs, "consolidation": _consolidation}.get(task.kind, _findings)

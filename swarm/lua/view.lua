@@ -2,7 +2,8 @@
 -- The captain's look at the board, in one round trip: reclaim expired leases, then return what
 -- assigning needs: every registered agent with its card, last heartbeat and load; as many of the
 -- next ready tasks (claim order) as the live agents' free slots could take (with some to spare, for
--- tasks no free agent fits); and for each agent the files of those tasks it has affinity for.
+-- tasks no free agent fits), and whether more lie behind them; and for each agent the files of
+-- those tasks it has affinity for.
 -- ARGV[4]: offset into the ready queue  ARGV[5]: most tasks to return  ARGV[6]: most leases to reclaim
 -- ARGV[7]: an agent heard from within this many ms counts as live
 local bad = invalid_numbers(4, 'offset', 5, 'count', 6, 'reclaim limit', 7, 'live window ms')
@@ -35,9 +36,12 @@ local offset = tonumber(ARGV[4])
 local files = {}
 local any_file = false
 if want > 0 then
-  for _, id in ipairs(redis.call('ZRANGE', key('ready'), offset, offset + want - 1)) do
+  local paused = paused_kinds()
+  local ids = redis.call('ZRANGE', key('ready'), offset, offset + want - 1)
+  out.scanned = #ids  -- (tasks of paused kinds are read past, not returned)
+  for _, id in ipairs(ids) do
     local t = load(id)
-    if t then
+    if t and not paused[t.kind] then
       out.tasks[#out.tasks + 1] = t
       for file in string.gmatch(t.files, '[^\n]+') do
         files[file] = true
@@ -46,6 +50,9 @@ if want > 0 then
     end
   end
 end
+-- Whether ready tasks lie beyond this page: the page may be cut short by the free slots, and a
+-- captain that took a short page for the end of the queue would never reach the tasks behind it.
+out.more = want > 0 and offset + want < redis.call('ZCARD', key('ready'))
 if any_file then
   for _, agent in ipairs(out.agents) do
     for file in pairs(files) do

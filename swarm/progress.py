@@ -1,0 +1,23 @@
+"""Progress reports: an owner saying how its task is going, between starting it and finishing it.
+
+What `swarm task progress` and the MCP server's `report_progress` do. A report is the owner's fenced
+heartbeat on the task (refused, like every owner call, once the task is no longer the caller's; it
+extends the lease, so a worker that reports keeps its task) and a `status` message from the agent
+naming the task, on the broadcast stream where `swarm tail`, the captain and discovery read it. The
+task itself keeps no progress field: its history holds transitions, and the messages hold the talk.
+"""
+
+from __future__ import annotations
+
+from swarm.board import Board, Task
+from swarm.bus import Bus
+from swarm.protocol import StatusBody, message
+
+
+async def report_progress(board: Board, bus: Bus, task_id: str, token: int, text: str, *, agent: str) -> Task:
+    """Heartbeat `task_id` as its owner `agent` with `token`, then say `text` about it; the task, its
+    lease extended. A refused heartbeat (stale token, another owner, a finished task) says nothing."""
+    said = message(StatusBody(text=text, state="working", task_id=task_id), sender=agent)  # checked first
+    task = await board.heartbeat(task_id, token, agent=agent)
+    await bus.publish(said)
+    return task
