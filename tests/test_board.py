@@ -101,8 +101,7 @@ async def test_a_worker_that_lost_its_lease_is_fenced_off(redis: Redis, settings
     assert fast is not None
     assert (fast.id, fast.owner, fast.token, fast.attempts) == (task.id, "fast", 3, 2)
 
-    stale = f"token 1 for task {task.id} is stale (current token 3, state running): the lease was lost and " \
-            "the task moved on; drop it"
+    stale = f"token 1 for task {task.id} is stale: the task moved on since (it is running now); drop it"
     with pytest.raises(StaleToken) as exc:
         await board.heartbeat(task.id, slow.token, agent=slow.owner or "")
     assert str(exc.value) == stale
@@ -114,8 +113,7 @@ async def test_a_worker_that_lost_its_lease_is_fenced_off(redis: Redis, settings
     assert (done.state, done.owner, done.result) == ("done", "fast", "on time")
     with pytest.raises(StaleToken) as exc:  # still refused once the task is finished
         await board.complete(task.id, slow.token, "late result", agent=slow.owner or "")
-    assert str(exc.value) == (f"token 1 for task {task.id} is stale (current token 3, state done): the lease was "
-                              "lost and the task moved on; drop it")
+    assert str(exc.value) == f"token 1 for task {task.id} is stale: the task moved on since (it is done now); drop it"
     history = [e.body.event for e in await board.history(task.id)]
     assert history == ["created", "claimed", "expired", "claimed", "done"]
     assert history.count("done") == 1
@@ -231,8 +229,7 @@ async def test_terminal_states_reject_every_transition(redis: Redis, settings: S
             assert str(exc.value) == owner_refusal
 
     # Cancelling fenced the owner's token: every owner action is a StaleToken.
-    stale = (f"token {c.token} for task {cancelled.id} is stale (current token 2, state cancelled): the lease was "
-             "lost and the task moved on; drop it")
+    stale = f"token {c.token} for task {cancelled.id} is stale: the task moved on since (it is cancelled now); drop it"
     for action in owner_actions(board, cancelled.id, c.token):
         with pytest.raises(StaleToken) as stale_exc:
             await action()
@@ -254,8 +251,8 @@ async def test_owner_transitions_and_their_refusals(redis: Redis, settings: Sett
     assigned = await board.assign(task.id, "w")
     with pytest.raises(StaleToken) as stale:
         await board.start(task.id, assigned.token + 1, agent=assigned.owner or "")
-    assert str(stale.value) == (f"token 2 for task {task.id} is stale (current token 1, state assigned): the lease "
-                                "was lost and the task moved on; drop it")
+    assert str(stale.value) == (f"token 2 for task {task.id} was never issued: use the token your claim or "
+                                "assignment gave you")  # and the right one is not given away
     running = await board.start(task.id, assigned.token, agent=assigned.owner or "")
     with pytest.raises(IllegalTransition) as exc:
         await board.start(task.id, running.token, agent=running.owner or "")

@@ -260,12 +260,10 @@ def test_owner_verbs_and_stale_tokens(cli: Cli, settings: Settings) -> None:
     assert data(cli("task", "heartbeat", task_id, "--token", "1", "--agent", "a1",
                     "--json"))["lease_until"] >= claimed["lease_until"]
     refused(cli("task", "done", task_id, "--token", "7", "--agent", "a1"),
-            "error: token 7 for task t-1 is stale (current token 1, "
-            "state running): the lease was lost and the task moved on; drop it\n")
+            "error: token 7 for task t-1 was never issued: use the token your claim or assignment gave you\n")
     assert ok(cli("task", "reassign", task_id, "--to", "a2")) == "reassigned t-1 to a2 (token 2)\n"
     refused(cli("task", "heartbeat", task_id, "--token", "1", "--agent", "a1"),
-            "error: token 1 for task t-1 is stale (current token 2, "
-            "state assigned): the lease was lost and the task moved on; drop it\n")
+            "error: token 1 for task t-1 is stale: the task moved on since (it is assigned now); drop it\n")
     assert ok(cli("task", "start", task_id, "--token", "2", "--agent", "a2")).startswith("t-1 running; lease ")
     assert ok(cli("task", "done", task_id, "--token", "2", "--agent", "a2", "--result", "-",
                   input="all clean")) == "t-1 done\n"
@@ -309,8 +307,7 @@ def test_block_and_unblock(cli: Cli) -> None:
         "t-1 blocked: needs a decision; `swarm task unblock t-1` reopens it\n")
     assert "t-1 is blocked: needs a decision" in data(cli("task", "why", task_id, "--json"))["why"]
     refused(cli("task", "done", task_id, "--token", "1", "--agent", "a1"),
-            "error: token 1 for task t-1 is stale (current token 2, "
-            "state blocked): the lease was lost and the task moved on; drop it\n")
+            "error: token 1 for task t-1 is stale: the task moved on since (it is blocked now); drop it\n")
     assert ok(cli("task", "unblock", task_id, "--note", "decided")) == "unblocked t-1; it is open again\n"
     refused(cli("task", "unblock", task_id), "error: task t-1 is open, not blocked\n")
     claimed = data(cli("task", "next", "--agent", "a2", "--can", "audit", "--json"))

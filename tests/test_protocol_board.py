@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -25,10 +27,13 @@ from redis.asyncio import Redis
 
 # The reference implementation: used only to check what the foreign client did, never by it.
 from swarm import lua
-from swarm.board import Board
+from swarm.board import Board, TaskSpec
 from swarm.captain import Captain
+from swarm.connection import open_redis
+from swarm.keys import Keys
 from swarm.protocol import TaskEvent, decode
 from swarm.registry import Registry
+from swarm.server import find_binary
 from swarm.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,8 +239,7 @@ async def test_a_foreign_agent_claims_heartbeats_and_finishes_a_task(
     assert history == await client.lines("events")  # the history is a copy of the task's events
 
     refused(await client.own("heartbeat", "t-1", "0"), "stale_token",
-            "token 0 for task t-1 is stale (current token 1, state done): the lease was lost and the task "
-            "moved on; drop it", quoted=False)
+            "token 0 for task t-1 was never issued: use the token your claim or assignment gave you", quoted=False)
     refused(await client.own("done", "t-1", "1", "twice"), "illegal",
             "task t-1 is done; only an assigned or running task can do that")
 
@@ -353,8 +357,7 @@ async def test_the_board_refuses_a_foreign_client_with_the_documented_errors(raw
     assert await raw.hget(key("task:<id>", id="t-1"), "state") == "open"
     assert await raw.zrange(key("ready"), 0, -1) == ["t-1"]
     refused(await client.own("heartbeat", "t-1", task["token"]), "stale_token",
-            "token 1 for task t-1 is stale (current token 2, state open): the lease was lost and the task "
-            "moved on; drop it")
+            "token 1 for task t-1 is stale: the task moved on since (it is open now); drop it")
     expired = json.loads(await raw.lindex(key("history:<id>", id="t-1"), -1) or "{}")
     assert expired["body"] == {"task_id": "t-1", "event": "expired", "state": "open", "token": 2,
                                "detail": f"lease of {AGENT} expired"}
@@ -424,3 +427,41 @@ async def test_empty_replies_are_as_documented(raw: Redis) -> None:
     assert await client.board("reclaim", "100") == {"ok": True, "moved": {}}
     assert await client.board("view", "0", "10", "100", "6000") == {
         "ok": True, "moved": {}, "tasks": {}, "agents": {}, "more": False}
+
+
+def _walkthrough() -> str:
+    """The `sh` block of PROTOCOL.md section 7.10, exactly as the document has it."""
+    section = DOC[DOC.index("### 7.10"):]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match, "PROTOCOL.md 7.10 has no ```sh block"
+    return match[1]
+
+
+async def test_the_documents_shell_walkthrough_runs_as_written(redis_url: str, tmp_path: Path) -> None:
+    cli = Path(find_binary()).with_name("valkey-cli")
+    if not cli.exists():
+        found = shutil.which("valkey-cli") or shutil.which("redis-cli")
+        if found is None:
+            pytest.skip("no valkey-cli or redis-cli next to the server binary or on PATH")
+        cli = Path(found)
+    settings = Settings(redis_url=redis_url, name="default", home=tmp_path)
+    async with open_redis(settings) as redis:
+        await redis.flushdb()
+        board = Board(redis, settings)
+        await board.create(TaskSpec(kind="audit", title="Audit src/auth.py"))
+        script = tmp_path / "walkthrough.sh"
+        script.write_text(_walkthrough())
+        done = await anyio.run_process(["bash", str(script)], cwd=ROOT, check=False,
+                                       env={**os.environ, "SWARM_REDIS_URL": redis_url, "REDIS_CLI": str(cli)})
+        output = done.stdout.decode()
+        assert done.returncode == 0, (output, done.stderr.decode())
+        replies = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+        assert replies[0]["tasks"][0]["id"] == "t-1"  # the claim
+        assert replies[1]["task"]["lease_until"] >= replies[0]["tasks"][0]["lease_until"]  # the heartbeat
+        assert (replies[2]["task"]["state"], replies[2]["task"]["result"]) == ("done", "no secrets found")
+        assert replies[3] == {"error": "illegal", "message": "task t-1 is done; only an assigned or running task "
+                                                             "can do that"}  # the fail after it: refused
+        task = await board.get("t-1")
+        assert (task.state, task.owner) == ("done", "shell-1")
+        assert [e.body.event for e in await board.history("t-1")] == ["created", "claimed", "done"]
+        assert await redis.zscore(Keys(settings.name).agent_seen, "shell-1") == 0  # it left

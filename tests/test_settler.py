@@ -52,8 +52,8 @@ async def test_starts_that_arrive_together_go_in_one_call_and_a_stale_one_is_ref
                 starts.start_soon(start, task_id, token + (1 if task_id == ids[2] else 0))
         tg.cancel_scope.cancel()
     assert started == {ids[0]: "running", ids[1]: "running",
-                       ids[2]: f"token {tokens[2] + 1} for task {ids[2]} is stale (current token {tokens[2]}, "
-                               "state assigned): the lease was lost and the task moved on; drop it"}
+                       ids[2]: f"token {tokens[2] + 1} for task {ids[2]} was never issued: use the token your "
+                               "claim or assignment gave you"}
     stats = await redis.info("commandstats")
     evalsha = stats["cmdstat_evalsha"]
     assert evalsha["calls"] - evalsha["failed_calls"] == 1  # one script call for the three (after a NOSCRIPT)

@@ -301,8 +301,14 @@ end
 -- a third party holding a valid token is refused too.
 local function check_owner(t, token, agent)
   if t.token ~= token then
-    return err('stale_token', 'token ' .. token .. ' for task ' .. t.id .. ' is stale (current token ' ..
-      t.token .. ', state ' .. t.state .. '): the lease was lost and the task moved on; drop it')
+    -- Never say the current token: whoever holds a wrong one must not learn the right one.
+    local given = tonumber(token)
+    if given and given == math.floor(given) and given >= 1 and given < tonumber(t.token) then
+      return err('stale_token', 'token ' .. token .. ' for task ' .. t.id .. ' is stale: the task moved on since (it is ' ..
+        t.state .. ' now); drop it')
+    end
+    return err('stale_token', 'token ' .. token .. ' for task ' .. t.id .. ' was never issued: use the token your ' ..
+      'claim or assignment gave you')
   end
   if t.state ~= 'assigned' and t.state ~= 'running' then
     return err('illegal', 'task ' .. t.id .. ' is ' .. t.state .. '; only an assigned or running task can do that')
