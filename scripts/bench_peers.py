@@ -53,6 +53,7 @@ import jobs  # scripts/ and scripts/peers are not packages: found through sys.pa
 from bench_board import Procs, fmt
 from ceiling import bare_loop, redis_benchmark
 from contenders import PEER_ORDER, ROOT, Peer, Swarm, System, Worker, install, peer_requirements
+from cpu import Meter
 from report import Run, drill_cell, machine, render, write
 
 from swarm.board import Board
@@ -104,6 +105,9 @@ class Result:
     bulk: list[float] = field(default_factory=list)
     drain1: list[float] = field(default_factory=list)
     drain2: list[float] = field(default_factory=list)
+    cpu1: list[tuple[float, float]] = field(default_factory=list)
+    """Per drain with 1 worker process: (every process of the system, the server) CPU µs per job."""
+    cpu2: list[tuple[float, float]] = field(default_factory=list)
     pickup: list[float] = field(default_factory=list)
     missed: int = 0
     drills: dict[str, list[Drill]] = field(default_factory=lambda: {"default": [], "tuned": []})
@@ -117,6 +121,7 @@ class Ctx:
     redis: Redis
     procs: Groups
     args: argparse.Namespace
+    server_pid: int = 0
     began: float = field(default_factory=time.monotonic)
 
     def log(self, text: str) -> None:
@@ -147,18 +152,29 @@ def stop_all(ctx: Ctx) -> None:
     ctx.procs.close()
 
 
-async def drain(ctx: Ctx, procs: list[subprocess.Popen[bytes]], count: int) -> float:
-    """Wait until `count` noop jobs ran; jobs/s between the first and the last job's start."""
+async def drain(ctx: Ctx, procs: list[subprocess.Popen[bytes]], count: int,
+                cpu: list[tuple[float, float]] | None = None) -> float:
+    """Wait until `count` noop jobs ran; jobs/s between the first and the last job's start. With `cpu`,
+    also append the CPU µs per job of every process of the system and of the server (scripts/peers/cpu.py)."""
     limit = time.monotonic() + ctx.args.drain_timeout
+    meter = Meter(set(ctx.procs.running), ctx.server_pid)
     done = 0
+    polls = 0
     while done < count:
+        if polls % 5 == 0:
+            meter.sample()
+        polls += 1
         done = int(await ctx.redis.get(jobs.DONE) or 0)
         for proc in procs:
             ctx.procs.check(proc)
         if time.monotonic() > limit:
             raise RuntimeError(f"drain timed out after {ctx.args.drain_timeout:g} s with {done}/{count} jobs run")
         await anyio.sleep(0.01)
+    meter.sample()
     first, last = int(await ctx.redis.get(jobs.FIRST) or 0), int(await ctx.redis.get(jobs.LAST) or 0)
+    if cpu is not None and count > 1:
+        workers_s, server_s = meter.between(first, last)
+        cpu.append((workers_s / (count - 1) * 1e6, server_s / (count - 1) * 1e6))
     return count / max(1e-9, (last - first) / 1e9)
 
 
@@ -170,7 +186,7 @@ async def throughput(ctx: Ctx, res: Result, run: int) -> None:
         await start_helpers(ctx, system, tuned=False)
         res.enqueue.append(n / await system.enqueue(n, bulk=False))
         workers = await start(ctx, system, system.workers(1, False, None, f"r{run}"))
-        res.drain1.append(await drain(ctx, workers, n))
+        res.drain1.append(await drain(ctx, workers, n, res.cpu1))
         samples, missed, _ = await system.pickup(ctx.args.pickups)
         res.pickup += samples
         res.missed += missed
@@ -182,7 +198,7 @@ async def throughput(ctx: Ctx, res: Result, run: int) -> None:
         seconds = await system.enqueue(n, bulk=system.bulk is not None)
         (res.bulk if system.bulk else res.enqueue).append(n / seconds)
         workers = await start(ctx, system, system.workers(2, False, None, f"r{run}b"))
-        res.drain2.append(await drain(ctx, workers, n))
+        res.drain2.append(await drain(ctx, workers, n, res.cpu2))
     finally:
         stop_all(ctx)
 
@@ -315,7 +331,7 @@ async def systems(board: Board, env: dict[str, str], only: set[str] | None) -> l
     return out
 
 
-async def main(args: argparse.Namespace, url: str, port: int, home: Path, procs: Groups) -> str:
+async def main(args: argparse.Namespace, url: str, port: int, home: Path, procs: Groups, server_pid: int) -> str:
     """Every phase for every system; the markdown section."""
     settings = Settings(redis_url=url, name=SWARM_NAME, home=home)
     env = {**os.environ, "SWARM_REDIS_URL": url, "SWARM_NAME": SWARM_NAME, "SWARM_HOME": str(home),
@@ -332,7 +348,7 @@ async def main(args: argparse.Namespace, url: str, port: int, home: Path, procs:
         info = await redis.info("server")
         flavour = f"valkey {info['valkey_version']}" if "valkey_version" in info else f"redis {info['redis_version']}"
         run.server = f"{flavour} (swarm's embedded server, appendonly yes), 127.0.0.1:{port}"
-        ctx = Ctx(redis, procs, args)
+        ctx = Ctx(redis, procs, args, server_pid)
         results = await systems(Board(redis, settings), env, set(args.only.split(",")) if args.only else None)
         await redis.flushall()
         ctx.log("raw ceiling")
@@ -391,7 +407,7 @@ def cli() -> None:
         procs = Groups(home / "logs", dict(os.environ))
         try:
             state = server.ensure()
-            section = anyio.run(main, args, state.url, state.port, home, procs)
+            section = anyio.run(main, args, state.url, state.port, home, procs, state.pid)
         finally:
             procs.close()
             server.stop()

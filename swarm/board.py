@@ -18,7 +18,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from redis.asyncio import Redis
 
 from swarm.connection import doing, text
-from swarm.errors import ConfigError, IllegalTransition, NotLeader, NotReady, StaleToken, SwarmError, TaskNotFound
+from swarm.errors import (
+    ConfigError,
+    Forbidden,
+    IllegalTransition,
+    NotLeader,
+    NotReady,
+    StaleToken,
+    SwarmError,
+    TaskNotFound,
+)
 from swarm.keys import Keys
 from swarm.lua import Scripts
 from swarm.protocol import AGENT_PATTERN, KIND_PATTERN, TaskEvent, decode, new_id
@@ -37,6 +46,7 @@ _ERRORS: dict[str, type[SwarmError]] = {
     "not_ready": NotReady,
     "not_leader": NotLeader,
     "invalid": ConfigError,
+    "forbidden": Forbidden,
 }
 
 

@@ -27,6 +27,16 @@ log = structlog.get_logger("swarm.bus")
 
 PUBLISH_CHUNK = 1_000
 """Messages per EVALSHA in `publish_many`: big enough to amortise, small enough not to stall Redis."""
+RAW_KEPT = 4_096
+"""Bytes of the rejected entry a dead letter keeps (its `size` field says how many there were): a
+flood of oversize junk must not fill the server's memory with copies of itself."""
+RECLAIM_PAGES = 8
+"""Pages of `read_count` pending entries that one `reclaim` (or `resume`) looks through per stream at
+most: a backlog of thousands of dead entries is worked off over several rounds, never in one call
+that keeps the consumer from its new entries."""
+LOG_EVERY_S = 1.0
+"""At most one "dead-lettered" warning per consumer in this many seconds, with the count: a flood of
+bad entries writes one line a second, not one per entry."""
 
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
@@ -42,7 +52,8 @@ class Delivery:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """One entry of the dead-letter stream: where it came from, why, and the raw bytes."""
+    """One entry of the dead-letter stream: where it came from, why, and the raw bytes (the first
+    `RAW_KEPT` of them: `size` is how many the entry had, `truncated` whether some were cut)."""
 
     id: str
     stream: str
@@ -52,9 +63,33 @@ class DeadLetter:
     reason: str
     at: int
     raw: bytes
+    size: int = 0
+    truncated: bool = False
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+Letter = tuple[str, str, str]
+"""One entry to dead-letter: (entry id, reason, kind of message; `kind` is only for the metrics)."""
+
+
+def decode_entry(fields: dict[bytes, bytes], limit: int) -> Message:
+    """The message in one stream entry's fields; `DecodeError` (its reason is what the dead letter
+    says) when the entry is not the one field `m` or its value does not decode."""
+    raw = fields.get(FIELD_BYTES)
+    if raw is None or len(fields) != 1:
+        raise DecodeError(f"stream entry must have exactly one field {FIELD!r} holding the JSON")
+    return decode(raw, limit)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One consumer's dead letters since its last warning."""
+
+    count: int = 0
+    first: tuple[str, str, str] = ("", "", "")
+    """(stream, entry, reason) of the first of them."""
+    logged: float = float("-inf")
+    """When the last warning was logged (monotonic seconds)."""
 
 
 class Bus:
@@ -66,6 +101,7 @@ class Bus:
         self.keys = Keys(settings.name)
         self.scripts = Scripts(redis)
         self.metrics = metrics or Recorder()
+        self._tallies: dict[tuple[str, str], _Tally] = {}
 
     async def publish(self, msg: Message) -> str:
         """Append `msg` to its recipient's stream; returns the stream entry id."""
@@ -115,26 +151,72 @@ class Bus:
                           *, kind: str = "unknown") -> str:
         """Move one pending entry to the dead-letter stream with `reason`, acking it in the same step
         (`kind`, when known, is only for the metrics)."""
-        with doing("dead-lettering an entry"):
-            dl: bytes = await self.scripts["dead_letter"](
-                keys=[stream, self.keys.dlq],
-                args=[group, entry_id, reason, consumer, self.settings.stream_maxlen, now_ms()],
-            )
-        log.warning("dead-lettered", stream=self.keys.short(stream), entry=entry_id, reason=reason)
-        self.metrics.on_dead_letter(kind)
-        return dl.decode()
+        [dl] = await self.dead_letter_many(stream, group, consumer, [(entry_id, reason, kind)])
+        return dl
+
+    async def dead_letter_many(self, stream: str, group: str, consumer: str, letters: Sequence[Letter]) -> list[str]:
+        """Move pending entries of one stream to the dead-letter stream, each acked in the same step
+        as its move (one script call per entry, pipelined); returns the dead letters' ids, in order."""
+        if not letters:
+            return []
+        settings = self.settings
+        with doing("dead-lettering entries"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for entry_id, reason, _ in letters:
+                    await self.scripts["dead_letter"](
+                        keys=[stream, self.keys.dlq],
+                        args=[group, entry_id, reason, consumer, settings.stream_maxlen, now_ms(), RAW_KEPT],
+                        client=pipe,
+                    )
+                ids = cast(list[bytes], await pipe.execute())
+        for _, _, kind in letters:
+            self.metrics.on_dead_letter(kind)
+        tally = self._tallies.setdefault((group, consumer), _Tally())
+        if not tally.count:
+            tally.first = (self.keys.short(stream), letters[0][0], letters[0][1])
+        tally.count += len(letters)
+        self.log_dead_letters()
+        return [text(i) for i in ids]
+
+    def log_dead_letters(self, *, now: bool = False) -> None:
+        """Log the dead letters not logged yet: one warning per consumer, with the count and the
+        first one's stream, entry and reason, at most one per `LOG_EVERY_S` (`now`: whatever the
+        time). A consumer's first dead letter after a quiet second is logged at once; consumers call
+        this between reads, so the count of a flood's last second is not held back."""
+        at = time.monotonic()
+        for key, tally in list(self._tallies.items()):
+            due = now or at - tally.logged >= LOG_EVERY_S
+            if tally.count and due:
+                stream, entry, reason = tally.first
+                log.warning("dead-lettered", group=key[0], consumer=key[1], count=tally.count, stream=stream,
+                            entry=entry, reason=reason)
+                tally.count, tally.logged = 0, at
+            elif not tally.count and due:
+                del self._tallies[key]  # quiet for a second: its next dead letter is logged at once
 
     async def kind_of(self, stream: str, entry_id: str) -> str:
         """The kind of the message in one stream entry (`undecodable`, or `unknown` once trimmed)."""
-        with doing("reading a stream entry"):
-            rows = cast(list[Entry], await self.redis.xrange(stream, entry_id, entry_id, count=1))
-        raw = (rows[0][1] or {}).get(FIELD_BYTES) if rows else None
-        if raw is None:
-            return "unknown"
-        try:
-            return decode(raw, self.settings.max_message_bytes).kind
-        except DecodeError:
-            return "undecodable"
+        [kind] = await self.kinds_of(stream, [entry_id])
+        return kind
+
+    async def kinds_of(self, stream: str, entry_ids: Sequence[str]) -> list[str]:
+        """The kinds of the messages in stream entries (pipelined), as `kind_of` names them."""
+        with doing("reading stream entries"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for entry_id in entry_ids:
+                    pipe.xrange(stream, entry_id, entry_id, count=1)
+                replies = cast(list[list[Entry]], await pipe.execute())
+        kinds: list[str] = []
+        for rows in replies:
+            raw = (rows[0][1] or {}).get(FIELD_BYTES) if rows else None
+            if raw is None:
+                kinds.append("unknown")
+                continue
+            try:
+                kinds.append(decode(raw, self.settings.max_message_bytes).kind)
+            except DecodeError:
+                kinds.append("undecodable")
+        return kinds
 
     async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
         """The newest `count` dead letters, newest first."""
@@ -159,7 +241,8 @@ class Consumer:
         self.start = start
         self._redis = bus.redis
         self._settings = bus.settings
-        self._cursors = dict.fromkeys(self.streams, "0-0")
+        self._cursors = dict.fromkeys(self.streams, "-")
+        """Per stream, where the next `reclaim` goes on scanning the pending entries (`-`: the start)."""
         self.attached = False
         """True once every group exists (what an agent's or the discovery engine's /readyz reports)."""
 
@@ -176,6 +259,7 @@ class Consumer:
     async def read(self, block_ms: int | None = None) -> list[Delivery]:
         """New entries (blocking up to `block_ms`), decoded; bad ones are dead-lettered, not returned."""
         block = self._settings.block_ms if block_ms is None else block_ms
+        self.bus.log_dead_letters()  # the count of a flood that has stopped, once its second is up
         try:
             reply = await self._redis.xreadgroup(
                 self.group, self.name, dict.fromkeys(self.streams, ">"),
@@ -208,41 +292,60 @@ class Consumer:
                 await pipe.execute()
 
     async def resume(self) -> list[Delivery]:
-        """Take back this consumer's own pending entries after a restart (counting the redelivery)."""
+        """Take back this consumer's own pending entries after a restart (counting the redelivery);
+        those already delivered `max_deliveries` times are dead-lettered instead. At most
+        `RECLAIM_PAGES` pages of `read_count` per stream: any beyond go idle and `reclaim` takes them."""
         out: list[Delivery] = []
         for stream in self.streams:
-            with doing("listing own pending entries"):
-                pending = await self._redis.xpending_range(
-                    stream, self.group, min="-", max="+", count=self._settings.read_count,
-                    consumername=self.name,
-                )
-            ids = await self._over_limit(stream, pending)
-            if ids:
-                with doing("claiming own pending entries"):
-                    claimed = await self._redis.xclaim(stream, self.group, self.name, 0, list[Any](ids))
-                out += await self._decode_all(stream, cast(list[Entry], claimed))
+            _, ids = await self._scan(stream, "-", idle=None, enough=None)
+            out += await self._claim(stream, ids, 0, "claiming own pending entries")
         return out
 
     async def reclaim(self) -> list[Delivery]:
         """Claim entries that other (dead) consumers left pending longer than `reclaim_idle_ms`;
-        entries already delivered `max_deliveries` times are dead-lettered instead."""
+        entries already delivered `max_deliveries` times are dead-lettered instead.
+
+        Each call goes on where the last one stopped in the pending entries (wrapping round at the
+        end), and looks through at most `RECLAIM_PAGES` pages of `read_count` of them per stream, so
+        that however long the backlog, every entry is looked at within a few rounds and no round
+        holds the consumer up for long."""
         idle = self._settings.reclaim_idle_ms
         out: list[Delivery] = []
         for stream in self.streams:
-            with doing("listing idle pending entries"):
-                pending = await self._redis.xpending_range(
-                    stream, self.group, min="-", max="+", count=self._settings.read_count, idle=idle
-                )
-            await self._over_limit(stream, pending)
-            with doing("reclaiming idle entries"):
-                reply = await self._redis.xautoclaim(
-                    stream, self.group, self.name, idle, start_id=self._cursors[stream],
-                    count=self._settings.read_count,
-                )
-            cursor, claimed = cast(tuple[bytes, list[Entry]], tuple(reply)[:2])
-            self._cursors[stream] = text(cursor)
-            out += await self._decode_all(stream, claimed)
+            self._cursors[stream], ids = await self._scan(stream, self._cursors[stream], idle=idle,
+                                                          enough=self._settings.read_count)
+            out += await self._claim(stream, ids, idle, "reclaiming idle entries")
         return out
+
+    async def _scan(self, stream: str, cursor: str, *, idle: int | None, enough: int | None) -> tuple[str, list[str]]:
+        """Page through pending entries from `cursor` (this consumer's own when `idle` is None, else
+        anyone's idle that long), dead-lettering those delivered too often, until `enough` are left to
+        claim or `RECLAIM_PAGES` pages are read: (where to go on next time, ids to claim)."""
+        count = self._settings.read_count
+        keep: list[str] = []
+        for _ in range(RECLAIM_PAGES):
+            with doing("listing pending entries"):
+                if idle is None:
+                    rows = await self._redis.xpending_range(
+                        stream, self.group, min=cursor, max="+", count=count, consumername=self.name)
+                else:
+                    rows = await self._redis.xpending_range(
+                        stream, self.group, min=cursor, max="+", count=count, idle=idle)
+            keep += await self._over_limit(stream, rows)
+            if len(rows) < count:
+                return "-", keep  # the end: the next scan starts again from the beginning
+            cursor = "(" + text(rows[-1]["message_id"])  # exclusive: on after the last one seen
+            if enough is not None and len(keep) >= enough:
+                break
+        return cursor, keep
+
+    async def _claim(self, stream: str, ids: list[str], idle: int, what: str) -> list[Delivery]:
+        if not ids:
+            return []
+        # Claimed only if still idle that long: a consumer that took an entry meanwhile keeps it.
+        with doing(what):
+            claimed = await self._redis.xclaim(stream, self.group, self.name, idle, list[Any](ids))
+        return await self._decode_all(stream, cast(list[Entry], claimed))
 
     async def run(self, handler: Handler) -> None:
         """Handle deliveries forever: resume, then read and reclaim; cancel the scope to stop.
@@ -250,6 +353,12 @@ class Consumer:
         A handler that raises leaves its entry pending: it is redelivered after `reclaim_idle_ms`
         and dead-lettered after `max_deliveries`. Connection loss is retried with backoff.
         """
+        try:
+            await self._run(handler)
+        finally:
+            self.bus.log_dead_letters(now=True)  # what this consumer dead-lettered in its last second
+
+    async def _run(self, handler: Handler) -> None:
         await retrying(self.setup, "create consumer groups", group=self.group)
         await self._handle(await retrying(self.resume, "resume pending entries", group=self.group), handler)
         every = self._settings.reclaim_every_s
@@ -291,39 +400,45 @@ class Consumer:
     async def _over_limit(self, stream: str, pending: Sequence[dict[str, Any]]) -> list[str]:
         """Dead-letter entries delivered too often; return the ids of the others."""
         keep: list[str] = []
+        over: list[tuple[str, str]] = []
         limit = self._settings.max_deliveries
         for row in pending:
             entry = text(row["message_id"])
             times = int(str(row["times_delivered"]))
             if times >= limit:
-                reason = f"delivered {times} times without an ack (max_deliveries={limit})"
-                kind = await self.bus.kind_of(stream, entry) if self.bus.metrics.enabled else "unknown"
-                await self.bus.dead_letter(stream, self.group, entry, reason, self.name, kind=kind)
+                over.append((entry, f"delivered {times} times without an ack (max_deliveries={limit})"))
             else:
                 keep.append(entry)
+        if over:
+            ids = [entry for entry, _ in over]
+            kinds = await self.bus.kinds_of(stream, ids) if self.bus.metrics.enabled else ["unknown"] * len(ids)
+            letters = [(entry, reason, kind) for (entry, reason), kind in zip(over, kinds, strict=True)]
+            await self.bus.dead_letter_many(stream, self.group, self.name, letters)
         return keep
 
     async def _decode_all(self, stream: str, entries: Sequence[Entry]) -> list[Delivery]:
         out: list[Delivery] = []
         limit = self._settings.max_message_bytes
+        skip: list[str] = []
+        bad: list[Letter] = []
         for raw_id, fields in entries:
             entry_id = raw_id.decode()
             if fields is None:  # trimmed away before we read it: nothing left to handle
-                await self._ack_ids({stream: [entry_id]})
+                skip.append(entry_id)
                 continue
             try:
-                raw = fields.get(FIELD_BYTES)
-                if raw is None or len(fields) != 1:
-                    raise DecodeError(f"stream entry must have exactly one field {FIELD!r} holding the JSON")
-                msg = decode(raw, limit)
+                msg = decode_entry(fields, limit)
             except DecodeError as exc:
-                await self.bus.dead_letter(stream, self.group, entry_id, exc.reason, self.name, kind="undecodable")
+                bad.append((entry_id, exc.reason, "undecodable"))
                 continue
             if msg.expired():
                 log.debug("expired message skipped", entry=entry_id, ttl=msg.ttl)
-                await self._ack_ids({stream: [entry_id]})
+                skip.append(entry_id)
                 continue
             out.append(Delivery(stream, entry_id, msg))
+        await self.bus.dead_letter_many(stream, self.group, self.name, bad)
+        if skip:
+            await self._ack_ids({stream: skip})
         return out
 
 
@@ -331,8 +446,10 @@ def _dead_letter(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadLetter:
     def get(name: str) -> str:
         return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
+    raw = fields.get(b"raw", b"")
     return DeadLetter(
         id=entry_id.decode(), stream=get("stream"), entry=get("entry"), group=get("group"),
-        consumer=get("consumer"), reason=get("reason"), at=int(get("at") or 0),
-        raw=fields.get(b"raw", b""),
+        consumer=get("consumer"), reason=get("reason"), at=int(get("at") or 0), raw=raw,
+        # Dead letters written before the cap have no `size`: they kept every byte.
+        size=int(get("size") or len(raw)), truncated=get("truncated") == "1",
     )

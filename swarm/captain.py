@@ -337,6 +337,10 @@ class Captain:
         if task.state == "blocked":
             reason = task.reason or "no reason given"
             return f"{task.id} is blocked: {reason}; `swarm task unblock {task.id}` reopens it."
+        return await self._why_open(task)
+
+    async def _why_open(self, task: Task) -> str:
+        """`why` for an open task: what it waits for, if anything, else who could take it."""
         if task.deps_left > 0:
             deps = [await self.board.get(d) for d in task.blocked_by]
             waiting = ", ".join(f"{d.id} ({d.state})" for d in deps if d.state != "done")

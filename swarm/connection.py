@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import anyio
@@ -16,6 +16,7 @@ from redis.asyncio.client import Pipeline
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
+from swarm.cluster import Replication, cluster_client, server_mode, split_options
 from swarm.errors import AuthError, BackendError, ConnectionLost
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
@@ -162,29 +163,75 @@ class _Retry(Retry):
         return result
 
 
-def client(url: str, settings: Settings) -> Redis:
+def client(url: str, settings: Settings, *, cluster: bool = False) -> Redis:
     """A client that retries connection loss with jittered exponential backoff and translates every
-    error at the boundary (`SwarmRedis`)."""
-    return SwarmRedis.from_url(
-        url,
-        retry=_Retry(url, settings.connect_retries),
-        retry_on_error=[rex.ConnectionError, rex.TimeoutError],
-        health_check_interval=30,
-        socket_keepalive=True,
-    )
+    error at the boundary (`SwarmRedis`); with `cluster`, a `SwarmCluster` for the cluster the node at
+    `url` belongs to (`open_redis` finds out which). `?wait_replicas=N&wait_ms=T` on the URL makes
+    script calls wait for replicas (see `swarm.cluster`)."""
+    url, replicas, wait_ms = split_options(url)
+    redis: Redis
+    if cluster:
+        # Typed as Redis: the cluster client has the same command methods, and swarm sends only
+        # commands on one slot (one swarm's keys) or commands the cluster client routes itself.
+        redis = cast(Redis, cluster_client(url, settings.name, settings.connect_retries, health_check_interval=30,
+                                           socket_keepalive=True, **_security(url, settings)))
+    else:
+        redis = SwarmRedis.from_url(
+            url,
+            retry=_Retry(url, settings.connect_retries),
+            retry_on_error=[rex.ConnectionError, rex.TimeoutError],
+            health_check_interval=30,
+            socket_keepalive=True,
+            **_security(url, settings),
+        )
+    redis.replication = Replication(replicas, wait_ms)  # type: ignore[attr-defined]
+    return redis
+
+
+def _security(url: str, settings: Settings) -> dict[str, Any]:
+    """Credentials (SWARM_USER, SWARM_PASSWORD: the URL's own win) and, for rediss://, the CA and
+    client certificate files."""
+    options: dict[str, Any] = {}
+    if settings.password is not None:
+        options["password"] = settings.password.get_secret_value()
+        if settings.user:
+            options["username"] = settings.user
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required"
+        if settings.tls_ca is not None:
+            options["ssl_ca_certs"] = str(settings.tls_ca)
+        if settings.tls_cert is not None:
+            options["ssl_certfile"] = str(settings.tls_cert)
+            options["ssl_keyfile"] = str(settings.tls_key) if settings.tls_key else None
+    return options
 
 
 @asynccontextmanager
 async def open_redis(settings: Settings) -> AsyncIterator[Redis]:
-    """Connect (starting the embedded server if no URL is set), check with PING, close on exit."""
+    """Connect (starting the embedded server if no URL is set), ask the server its mode (`HELLO`: a
+    node of a cluster gives a cluster client, see `swarm.cluster`), close on exit."""
     url = await anyio.to_thread.run_sync(resolve_url, settings)
-    redis = client(url, settings)
+    redis = await connect(url, settings)
     try:
-        with doing(f"connecting to {safe_url(url)}"):
-            await redis.ping()
         yield redis
     finally:
         await redis.aclose()
+
+
+async def connect(url: str, settings: Settings) -> Redis:
+    """A connected `client` for `url`: a cluster client when the server is a node of a cluster (it
+    says so in `HELLO`). The caller closes it (`aclose`)."""
+    redis = client(url, settings)
+    try:
+        with doing(f"connecting to {safe_url(url)}"):
+            if await server_mode(redis) == "cluster":
+                await redis.aclose()
+                redis = client(url, settings, cluster=True)
+                await redis.ping()  # learns the slot map; an error here says what is wrong
+    except BaseException:
+        await redis.aclose()
+        raise
+    return redis
 
 
 def safe_url(url: str) -> str:

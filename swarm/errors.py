@@ -66,6 +66,11 @@ class NotReady(IllegalTransition):
     """Raised when assigning a task that is open but waits on dependencies or a retry backoff."""
 
 
+class Forbidden(SwarmError):
+    """Raised when the server's ACL does not let this Redis user act as the agent it names (a user
+    made by `swarm acl add`), or do what only a captain may."""
+
+
 class NotLeader(SwarmError):
     """Raised when a captain that lost (or never had) the leader lease tries to assign."""
 
@@ -80,5 +85,5 @@ class Unauthorized(SwarmError):
     malformed or not signed with this board's secret (HTTP 401)."""
 
 
-class Forbidden(SwarmError):
+class WrongRole(Forbidden):
     """Raised by `swarm web` when a valid token's role or agent may not do what the request asks (HTTP 403)."""

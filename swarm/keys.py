@@ -143,6 +143,11 @@ class Keys:
         """Sorted set: agent name scored by its last heartbeat (ms)."""
         return self.prefix + "agents:seen"
 
+    def identity(self, agent: str) -> str:
+        """Never written: under ACL users (`swarm acl`), who may write it may act as `agent` (the
+        board scripts ask the server with `redis.acl_check_cmd`); `@captain` for the captain."""
+        return f"{self.prefix}identity:{agent}"
+
     @property
     def paused(self) -> str:
         """Set: task kinds no claim or assignment hands out (`swarm pause KIND`)."""

@@ -18,11 +18,14 @@ lease. A server whose ACLs refuse CLIENT LIST turns sweeping off with one warnin
 
 from __future__ import annotations
 
+from typing import cast
+
 import anyio
 import structlog
 from redis.asyncio import ConnectionPool, Redis
 
 from swarm.board import Board
+from swarm.cluster import SwarmCluster
 from swarm.errors import BackendError
 from swarm.keys import Keys
 from swarm.registry import Registry
@@ -37,6 +40,8 @@ SWEEP_EVERY_S = 1.0
 def named(redis: Redis, name: str) -> Redis:
     """A client like `redis` (same server, options and error boundary) with a pool of its own whose
     every connection is named `name` as it opens, reconnections included. Close it with `aclose`."""
+    if isinstance(redis, SwarmCluster):  # no one pool: a pool per node, made by a twin client
+        return cast(Redis, redis.named(name))
     pool = redis.connection_pool
     own = ConnectionPool(connection_class=pool.connection_class, max_connections=pool.max_connections,
                          **{**pool.connection_kwargs, "client_name": name})

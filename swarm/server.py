@@ -116,10 +116,12 @@ class EmbeddedServer:
             pidfile.unlink(missing_ok=True)
             # --daemonize: the server detaches (re-parented to init), so no process of ours has to
             # outlive this command or reap it; the launcher exits once the fork is done.
+            acl = self.home / "users.acl"  # the users `swarm acl` makes survive a restart (ACL SAVE)
+            acl.touch(mode=0o600, exist_ok=True)
             launched = subprocess.run(
                 [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(self.home),
                  "--appendonly", "yes", "--save", "", "--protected-mode", "yes", "--daemonize", "yes",
-                 "--pidfile", str(pidfile), "--logfile", str(log)],
+                 "--pidfile", str(pidfile), "--logfile", str(log), "--aclfile", str(acl)],
                 stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=START_TIMEOUT_S,
             )
             deadline = time.monotonic() + START_TIMEOUT_S

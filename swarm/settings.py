@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from swarm.protocol import AGENT_PATTERN
@@ -35,6 +35,12 @@ class Settings(BaseSettings):
 
     name: str = Field("default", description="Swarm name; every key of one swarm shares its hash tag.")
     redis_url: str | None = Field(None, description="redis://, rediss:// or unix://; unset = embedded Valkey.")
+    user: str | None = Field(None, description="Redis ACL user to connect as, when SWARM_REDIS_URL names none "
+                                               "(`swarm acl add` makes one per agent).")
+    password: SecretStr | None = Field(None, description="That user's password, when SWARM_REDIS_URL has none.")
+    tls_ca: Path | None = Field(None, description="CA file that signed the server's certificate (rediss://).")
+    tls_cert: Path | None = Field(None, description="Client certificate for rediss://, when the server asks.")
+    tls_key: Path | None = Field(None, description="The client certificate's key.")
     home: Path = Field(
         default_factory=find_home,
         description="Where the embedded server keeps its data and logs; unset: the nearest `.swarm` up from here.",

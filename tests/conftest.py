@@ -1,6 +1,7 @@
 """Fixtures: a real Valkey for the session (the embedded binary), flushed before each test.
 
-Set SWARM_TEST_REDIS_URL to run against another server instead (it is flushed too).
+Set SWARM_TEST_REDIS_URL to run against another server instead (it is flushed too), a cluster
+included (`scripts/test --cluster`); tests that need a cluster ask for `cluster_url`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from swarm.bus import Bus
+from swarm.cluster import LocalCluster
 from swarm.connection import open_redis
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
@@ -32,7 +34,24 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A cluster of 3 masters and 3 replicas: SWARM_TEST_CLUSTER_URL (`scripts/test --cluster` sets it),
+    or a local one started for the first test that asks (a few seconds) and stopped after the session."""
+    url = os.environ.get("SWARM_TEST_CLUSTER_URL")
+    if url:
+        yield url
+        return
+    local = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield local.up().url
+    finally:
+        local.down()
+
+
+@pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """SWARM_TEST_REDIS_URL (a cluster node too: `open_redis` finds out, and the `redis` fixture's
+    FLUSHDB then runs on every master), or an embedded server for the session."""
     url = os.environ.get("SWARM_TEST_REDIS_URL")
     if url:
         yield url

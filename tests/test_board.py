@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from swarm.board import Board, Task, TaskSpec
-from swarm.connection import client, text
+from swarm.connection import connect, text
 from swarm.errors import IllegalTransition, NotReady, StaleToken, TaskNotFound
 from swarm.keys import FIELD
 from swarm.protocol import TaskEvent, decode
@@ -59,7 +59,7 @@ async def test_sixteen_claimers_take_every_task_exactly_once(redis: Redis, setti
     claimed: list[list[str]] = [[] for _ in range(16)]
 
     async def claimer(n: int) -> None:
-        own = client(settings.redis_url or "", settings)
+        own = await connect(settings.redis_url or "", settings)
         try:
             mine = Board(own, settings)
             while (task := await mine.claim_next(f"w{n}", ["audit"])) is not None:
@@ -302,7 +302,7 @@ async def test_reassign_moves_ownership_and_fences_the_old_owner(redis: Redis, s
 
 
 async def test_concurrent_creates_with_one_key_make_one_task(redis: Redis, settings: Settings) -> None:
-    clients = [client(settings.redis_url or "", settings) for _ in range(5)]
+    clients = [await connect(settings.redis_url or "", settings) for _ in range(5)]
     results: list[tuple[Task, bool]] = []
 
     async def create(n: int) -> None:

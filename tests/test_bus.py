@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
-from swarm.bus import Bus, Consumer, DeadLetter, Delivery
+from swarm.bus import LOG_EVERY_S, RAW_KEPT, RECLAIM_PAGES, Bus, Consumer, DeadLetter, Delivery
 from swarm.connection import open_redis
 from swarm.errors import DecodeError, MessageTooLarge
 from swarm.keys import FIELD
@@ -283,6 +284,72 @@ async def test_entries_of_a_consumer_killed_with_sigkill_are_reclaimed(
     assert await bus.dead_letters() == []
 
 
+async def left_pending(bus: Bus, redis: Redis, n: int, *, deliveries: Callable[[int], int]) -> list[str]:
+    """`n` entries that consumer `dead` of group `g` took and died with, entry `i` delivered
+    `deliveries(i)` times (XCLAIM's RETRYCOUNT sets the counter, as that many redeliveries would)."""
+    ids = await bus.publish_many([chat(str(i)) for i in range(n)])
+    taker = Bus(redis, bus.settings.model_copy(update={"read_count": n}))  # takes all n in one read
+    dead = taker.consumer("g", "dead", [bus.keys.bus], start="0")
+    await dead.setup()
+    assert len(await dead.read()) == n
+    for i, entry in enumerate(ids):
+        await redis.xclaim(bus.keys.bus, "g", "dead", 0, [entry], retrycount=deliveries(i), justid=True)
+    return ids
+
+
+async def test_reclaim_dead_letters_every_entry_past_max_deliveries_however_deep_in_the_backlog(
+    redis: Redis, settings: Settings
+) -> None:
+    # Pages of 4: the entries past the limit sit behind the first page, where a scan that never
+    # moves on from the start (and a claim that never checks) would let them through again.
+    bus = Bus(redis, settings.model_copy(update={"read_count": 4}))
+    ids = await left_pending(bus, redis, 40, deliveries=lambda i: 1 if i < 8 else 3)
+    await anyio.sleep(0.25)  # past reclaim_idle_ms: the dead consumer's entries are up for grabs
+    rescuer = bus.consumer("g", "rescuer", [bus.keys.bus])
+    delivered: list[str] = []
+    for _ in range(6):
+        got = await rescuer.reclaim()
+        delivered += [d.entry_id for d in got]
+        await rescuer.ack(got)
+    assert delivered == ids[:8]  # the ones under the limit, once each
+    letters = await bus.dead_letters(1000)
+    assert [d.entry for d in letters[::-1]] == ids[8:]  # every one past it, none delivered again
+    assert {d.reason for d in letters} == {"delivered 3 times without an ack (max_deliveries=3)"}
+    assert await pending(redis, bus.keys.bus, "g") == 0
+
+
+async def test_one_reclaim_works_through_a_bounded_part_of_the_backlog(redis: Redis, settings: Settings) -> None:
+    bus = Bus(redis, settings.model_copy(update={"read_count": 4}))
+    await left_pending(bus, redis, 100, deliveries=lambda i: 3)
+    await anyio.sleep(0.25)
+    rescuer = bus.consumer("g", "rescuer", [bus.keys.bus])
+    dead_lettered: list[int] = []
+    for _ in range(5):
+        assert await rescuer.reclaim() == []
+        dead_lettered.append(await redis.xlen(bus.keys.dlq))
+    # At most RECLAIM_PAGES pages of read_count entries per call: the consumer gets back to its
+    # new entries between them, and a few rounds clear the backlog.
+    assert RECLAIM_PAGES * 4 == 32
+    assert dead_lettered == [32, 64, 96, 100, 100]
+    assert await pending(redis, bus.keys.bus, "g") == 0
+
+
+async def test_resume_dead_letters_own_entries_past_max_deliveries_beyond_the_first_page(
+    redis: Redis, settings: Settings
+) -> None:
+    bus = Bus(redis, settings.model_copy(update={"read_count": 4}))
+    ids = await bus.publish_many([chat(str(i)) for i in range(12)])
+    worker = bus.consumer("g", "worker", [bus.keys.bus], start="0")
+    await worker.setup()
+    assert sum([len(await worker.read()) for _ in range(3)]) == 12
+    for entry in ids[4:]:  # past the limit: all but the first page
+        await redis.xclaim(bus.keys.bus, "g", "worker", 0, [entry], retrycount=3, justid=True)
+    restarted = bus.consumer("g", "worker", [bus.keys.bus], start="0")
+    assert [d.entry_id for d in await restarted.resume()] == ids[:4]
+    assert [d.entry for d in (await bus.dead_letters())[::-1]] == ids[4:]
+    assert await pending(redis, bus.keys.bus, "g") == 4  # the resumed ones, being handled
+
+
 async def test_reclaim_skips_entries_trimmed_while_pending(bus: Bus, redis: Redis) -> None:
     await bus.publish_many([chat(str(i)) for i in range(5)])
     dead = bus.consumer("g", "dead", [bus.keys.bus], start="0")
@@ -322,7 +389,8 @@ def entry_fields(vector: dict[str, Any]) -> dict[str, bytes]:
 
 
 def expected_raw(fields: dict[str, bytes]) -> bytes:
-    """What the dead letter keeps: the `m` value, or the entry's field list as a JSON array."""
+    """What the dead letter holds: the `m` value, or the entry's field list as a JSON array (of
+    which it keeps the first `RAW_KEPT` bytes)."""
     if list(fields) == [FIELD]:
         return fields[FIELD]
     return json.dumps([x for kv in fields.items() for x in (kv[0], kv[1].decode())], separators=(",", ":")).encode()
@@ -339,18 +407,19 @@ async def test_every_invalid_vector_is_dead_lettered_with_its_reason_as_valid_tr
         stream = bus.keys.role(f"limit-{limit}")
         reader = bus.consumer("g", "c1", [stream])
         await reader.setup()
-        expected: dict[str, tuple[str, bytes]] = {}
+        expected: dict[str, tuple[str, bytes, int, bool]] = {}
         sent: list[Message] = []
         for name, vector in vectors:  # each bad entry is followed by a good one
             fields = entry_fields(vector)
             entry = await xadd(redis, stream, fields)
-            expected[entry] = (vector["reason"], expected_raw(fields))
+            raw = expected_raw(fields)
+            expected[entry] = (vector["reason"], raw[:RAW_KEPT], len(raw), len(raw) > RAW_KEPT)
             sent.append(chat(name, to=f"@role:limit-{limit}"))
             await bus.publish(sent[-1])
         got = [d.message for d in await drain(reader, len(sent))]
         assert got == sent
         letters = {d.entry: d for d in await bus.dead_letters(1000) if d.stream == stream}
-        assert {e: (d.reason, d.raw) for e, d in letters.items()} == expected
+        assert {e: (d.reason, d.raw, d.size, d.truncated) for e, d in letters.items()} == expected
         assert {(d.group, d.consumer) for d in letters.values()} == {("g", "c1")}
         assert await pending(redis, stream, "g") == 0
 
@@ -364,7 +433,57 @@ async def test_oversize_input_at_the_default_limit_is_dead_lettered(bus: Bus, re
     assert [d.message.body for d in await drain(reader, 1)] == [ChatBody(text="after")]
     [letter] = await bus.dead_letters()
     assert letter.reason == f"message is {len(junk)} bytes, over the 65536-byte limit; send large payloads by reference"
-    assert letter.raw == junk
+    # Only the first 4 KiB are kept, and the dead letter says so: a flood of oversize junk must not
+    # fill the server with copies of itself.
+    assert (letter.raw, letter.size, letter.truncated) == (junk[:4096], len(junk), True)
+    [fields] = await dlq_fields(redis, bus)
+    assert (fields[b"size"], fields[b"truncated"], len(fields[b"raw"])) == (str(len(junk)).encode(), b"1", 4096)
+
+
+async def dlq_fields(redis: Redis, bus: Bus) -> list[dict[bytes, bytes]]:
+    """The fields of every dead letter as stored, oldest first."""
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(bus.keys.dlq))
+    return [fields for _, fields in rows]
+
+
+async def test_a_dead_letter_of_a_small_entry_keeps_every_byte_and_says_so(bus: Bus, redis: Redis) -> None:
+    reader = bus.consumer("g", "c1", [bus.keys.bus])
+    await reader.setup()
+    junk = b"x" * RAW_KEPT  # exactly the bytes kept: nothing cut
+    await redis.xadd(bus.keys.bus, {FIELD: junk})
+    assert await reader.read() == []
+    [letter] = await bus.dead_letters()
+    assert (letter.raw, letter.size, letter.truncated) == (junk, RAW_KEPT, False)
+    [fields] = await dlq_fields(redis, bus)
+    assert list(fields) == [b"stream", b"entry", b"group", b"consumer", b"reason", b"at", b"size", b"truncated",
+                            b"raw"]
+    assert (fields[b"size"], fields[b"truncated"]) == (b"4096", b"0")
+
+
+async def test_a_flood_of_bad_entries_logs_one_warning_a_second_with_the_count(bus: Bus, redis: Redis) -> None:
+    reader = bus.consumer("g", "c1", [bus.keys.bus])
+    await reader.setup()
+    flood = 3_000
+    async with redis.pipeline(transaction=False) as pipe:
+        for _ in range(flood):
+            pipe.xadd(bus.keys.bus, {FIELD: b"not json"})
+        ids = [e.decode() for e in await pipe.execute()]
+    started = anyio.current_time()
+    with capture_logs() as logs:
+        with anyio.fail_after(30):
+            while await pending(redis, bus.keys.bus, "g") or await redis.xlen(bus.keys.dlq) < flood:
+                assert await reader.read() == []
+        took = anyio.current_time() - started
+        bus.log_dead_letters(now=True)  # what the last second held back
+    warnings = [line for line in logs if line["event"] == "dead-lettered"]
+    reason = "invalid JSON: expected ident at line 1 column 2"
+    # The first read's batch is logged at once, as one line...
+    assert warnings[0] == {"event": "dead-lettered", "log_level": "warning", "group": "g", "consumer": "c1",
+                           "count": 128, "stream": "bus", "entry": ids[0], "reason": reason}
+    # ...then at most one line a second, each with the count and the first of its dead letters.
+    assert len(warnings) <= took / LOG_EVERY_S + 2
+    assert sum(line["count"] for line in warnings) == flood
+    assert all(line["reason"] == reason and line["entry"] in ids for line in warnings)
 
 
 async def test_dead_letters_are_listed_newest_first_with_where_they_came_from(bus: Bus, redis: Redis) -> None:

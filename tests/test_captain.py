@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from swarm.board import Board, Task, TaskSpec
 from swarm.captain import Captain, Slot, plan
-from swarm.connection import client
+from swarm.connection import connect
 from swarm.errors import NotLeader
 from swarm.keys import FIELD
 from swarm.protocol import Assignment, decode, now_ms
@@ -189,7 +189,7 @@ async def test_standby_takes_over_from_a_sigkilled_leader(redis: Redis, settings
     await join(redis, fast, "w1", "audit", concurrency=10)
     env = {**os.environ, "SWARM_REDIS_URL": fast.redis_url, "SWARM_NAME": fast.name,
            "SWARM_LEADER_LEASE_S": str(lease), "SWARM_HEARTBEAT_S": "30", "SWARM_HOME": str(tmp_path)}
-    standby_redis = client(fast.redis_url, fast)
+    standby_redis = await connect(fast.redis_url, fast)
     standby = Captain(standby_redis, fast)
     with (tmp_path / "captain.log").open("wb") as errors:
         proc = await anyio.open_process([sys.executable, str(CAPTAIN_PROC)], env=env, cwd=ROOT,

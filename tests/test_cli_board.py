@@ -544,3 +544,41 @@ def test_cli_create_from_json_lines(cli: Cli, tmp_path: Path) -> None:
             f"error: {lines}, line 2: not a task spec (Field required); each line is a JSON object like "
             '{"kind": "docs", "title": "Document swarm.bus"}\n')
     assert len(data(cli("task", "list", "--json"))) == 2  # nothing of the bad file was created
+
+
+def test_cli_pause_resume_and_purge(cli: Cli) -> None:
+    make(cli, "docs", "write")
+    assert ok(cli("pause", "docs")) == (
+        "paused docs: no claim or assignment hands out its tasks; `swarm resume docs` undoes it\n")
+    assert data(cli("board", "--json"))["paused"] == ["docs"]
+    assert "paused: docs" in ok(cli("board"))
+    assert cli("task", "next", "--agent", "a1", "--can", "docs").exit_code == 3
+    assert ok(cli("resume", "docs")) == "resumed docs: its tasks are handed out again\n"
+    ok(cli("task", "next", "--agent", "a1", "--can", "docs"))
+    ok(cli("task", "done", "t-1", "--token", "1", "--agent", "a1"))
+    assert ok(cli("board", "purge", "--older-than", "1d")) == (
+        "purged 0 finished task(s) (done, failed, cancelled) older than 1d\n")
+    assert data(cli("board", "purge", "--older-than", "0s", "--state", "done", "--json"))["purged"] == 1
+    refused(cli("board", "purge", "--older-than", "1d", "--state", "open"),
+            "error: --state 'open' cannot be purged: only finished tasks are (done, failed, cancelled)\n")
+    refused(cli("pause", "Docs!"), "error: KIND 'Docs!' is not a task kind: use 1-32 characters, a lowercase "
+            "letter first, then lowercase letters, digits, '_' or '-' (for example audit)\n")
+
+
+def test_cli_acl_add_list_rotate_remove(cli: Cli, tmp_path: Path) -> None:
+    secret = tmp_path / "bot.pass"
+    try:
+        assert ok(cli("acl", "add", "bot-1", "--out", str(secret))) == (
+            f"added agent bot-1; its password is in {secret} (mode 0600)\n")
+        assert secret.stat().st_mode & 0o777 == 0o600
+        assert len(secret.read_text().strip()) >= 40
+        assert data(cli("acl", "list", "--json")) == [{"name": "bot-1", "role": "agent", "enabled": True}]
+        refused(cli("acl", "add", "bot-1"), "error: Redis user 'bot-1' exists already; `swarm acl rotate bot-1` "
+                "gives it a new password, `swarm acl remove bot-1` deletes it\n")
+        refused(cli("acl", "add", "x", "--role", "boss"), "error: --role 'boss' is not a role: use agent, captain or "
+                "viewer\n")
+        rotated = ok(cli("acl", "rotate", "bot-1"))
+        assert rotated.startswith("rotated bot-1; its password (shown once, keep it safe):\n")
+    finally:
+        cli("acl", "remove", "bot-1")
+    assert data(cli("acl", "list", "--json")) == []

@@ -21,6 +21,7 @@ from swarm.keys import FIELD
 from swarm.protocol import ChatBody, decode, message
 from swarm.settings import Settings
 
+LAYOUT = "stream entry must have exactly one field 'm' holding the JSON"
 BAD_RECIPIENT = "error: recipient 'bad name' is not valid: use an agent name, @all, @captain or @role:NAME\n"
 
 
@@ -132,7 +133,7 @@ async def test_an_unreachable_server_is_one_line_saying_what_to_check(env: dict[
 # --- tail ---------------------------------------------------------------------------------------
 
 
-async def test_tail_json_replays_from_the_start_and_removes_its_group(
+async def test_tail_json_replays_from_the_start_and_creates_no_group(
     env: dict[str, str | None], bus: Bus, redis: Redis
 ) -> None:
     sent = [message(ChatBody(text=f"m{i}"), sender="agent-1") for i in range(3)]
@@ -144,6 +145,29 @@ async def test_tail_json_replays_from_the_start_and_removes_its_group(
         ("bus", entry_ids[i], sent[i].id, {"text": f"m{i}"}) for i in range(2)
     ]
     assert await redis.xinfo_groups(bus.keys.bus) == []
+
+
+async def test_tail_from_an_entry_id_shows_what_came_after_it(env: dict[str, str | None], bus: Bus) -> None:
+    entry_ids = await bus.publish_many([message(ChatBody(text=f"m{i}"), sender="agent-1") for i in range(3)])
+    result = await swarm(env, "tail", "--json", "--from", entry_ids[0], "--count", "2")
+    assert result.exit_code == 0, result.stderr
+    assert [(x["entry"], x["body"]["text"]) for x in map(json.loads, result.stdout.splitlines())] == [
+        (entry_ids[1], "m1"), (entry_ids[2], "m2"),
+    ]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("args", "says"), [
+    (["--from", "yesterday"], "error: --from 'yesterday' is not a stream entry id: give one such as "
+                              "1718000000000-0, or 0 for the beginning\n"),
+    (["--from", "0", "--from-start"], "error: --from and --from-start both say where to start: give one of them\n"),
+])
+async def test_tail_refuses_a_start_it_cannot_use(
+    env: dict[str, str | None], redis: Redis, args: list[str], says: str
+) -> None:
+    result = await swarm(env, "tail", *args)
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", says)
+    assert await redis.keys("*") == []
 
 
 async def test_tail_follows_several_streams(env: dict[str, str | None], bus: Bus) -> None:
@@ -168,14 +192,30 @@ async def test_tail_shows_hostile_text_harmlessly(env: dict[str, str | None], bu
     assert result.stdout.startswith(f"{10**20} a1 → @all chat ")
 
 
-async def test_tail_dead_letters_garbage_it_reads(env: dict[str, str | None], bus: Bus, redis: Redis) -> None:
-    await redis.xadd(bus.keys.bus, {FIELD: b"not json"})
-    await bus.publish(message(ChatBody(text="after"), sender="a1"))
-    result = await swarm(env, "tail", "--json", "--from-start", "--count", "1")
+async def test_tail_shows_garbage_as_undecodable_and_changes_nothing(
+    env: dict[str, str | None], bus: Bus, redis: Redis
+) -> None:
+    garbage = await xadd(redis, bus.keys.bus, {FIELD: b"not json"})
+    layout = await xadd(redis, bus.keys.bus, {"x": "1", "y": "2"})
+    after = await bus.publish(message(ChatBody(text="after"), sender="a1"))
+    before = await snapshot(redis)
+    result = await swarm(env, "tail", "--json", "--from-start", "--count", "3")
     assert result.exit_code == 0, result.stderr
-    assert [json.loads(line)["body"] for line in result.stdout.splitlines()] == [{"text": "after"}]
-    [letter] = await bus.dead_letters()
-    assert letter.reason == "invalid JSON: expected ident at line 1 column 2"
+    assert [json.loads(line) for line in result.stdout.splitlines()[:2]] == [
+        {"stream": "bus", "entry": garbage, "undecodable": "invalid JSON: expected ident at line 1 column 2",
+         "size": 8, "raw": "not json"},
+        {"stream": "bus", "entry": layout, "undecodable": LAYOUT, "size": 17, "raw": '["x","1","y","2"]'},
+    ]
+    assert json.loads(result.stdout.splitlines()[2])["entry"] == after
+    human = await swarm(env, "tail", "--from-start", "--count", "2")
+    assert human.exit_code == 0, human.stderr
+    assert human.stdout.splitlines() == [
+        f"{garbage} undecodable in bus: invalid JSON: expected ident at line 1 column 2: not json",
+        f'{layout} undecodable in bus: {LAYOUT}: ["x","1","y","2"]',
+    ]
+    # A viewer: no group, no dead letter, no ack; the server holds what it held before.
+    assert await snapshot(redis) == before
+    assert await bus.dead_letters() == []
 
 
 # --- dlq ----------------------------------------------------------------------------------------
@@ -218,6 +258,23 @@ async def test_dlq_list_shows_reason_origin_and_raw_bytes(env: dict[str, str | N
     assert lines[1].endswith(f"from {bus.keys.bus} (agent-1): \\xff\ufffd[31mred")
 
 
+async def test_dlq_list_says_a_dead_letter_keeps_only_the_first_4_kib(
+    env: dict[str, str | None], bus: Bus, redis: Redis
+) -> None:
+    reader = bus.consumer("agent-1", "agent-1", [bus.keys.bus])
+    await reader.setup()
+    entry = await xadd(redis, bus.keys.bus, {FIELD: b"y" * 100_000})
+    assert await reader.read() == []
+    result = await swarm(env, "dlq", "list", "--json")
+    assert result.exit_code == 0, result.stderr
+    [letter] = json.loads(result.stdout)
+    assert (letter["entry"], letter["size"], letter["truncated"], letter["raw"]) == (entry, 100_000, True, "y" * 4096)
+    assert letter["reason"] == "message is 100000 bytes, over the 65536-byte limit; send large payloads by reference"
+    human = await swarm(env, "dlq", "list")
+    assert human.exit_code == 0, human.stderr
+    assert human.stdout.endswith(f"(agent-1): {'y' * 120} (first 4096 of 100000 bytes kept)\n")
+
+
 # --- the issue's acceptance check, with real processes -------------------------------------------
 
 
@@ -227,17 +284,27 @@ def swarm_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-c", "from swarm.cli import main; main()"]
 
 
-async def test_garbage_xadded_while_tail_follows_is_dead_lettered_and_tail_goes_on(
+def child_env(env: dict[str, str | None]) -> dict[str, str]:
+    """The environment of a `swarm` child process."""
+    return {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+
+
+async def reading(redis: Redis, proc: anyio.abc.Process) -> None:
+    """Wait until the process has sent its first read: from then on, whatever is added reaches it."""
+    with anyio.fail_after(20):
+        while not any(c.get("cmd") in ("xread", "xreadgroup") for c in await redis.client_list()):
+            assert proc.returncode is None, "swarm tail exited early"
+            await anyio.sleep(0.02)
+
+
+async def test_garbage_xadded_while_tail_follows_is_shown_as_such_and_tail_goes_on(
     env: dict[str, str | None], bus: Bus, redis: Redis
 ) -> None:
-    child_env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
-    cmd = [*swarm_command(), "tail", "--count", "3", "--json"]
+    await bus.publish(message(ChatBody(text="old"), sender="agent-1"))  # before tail starts: not shown
+    cmd = [*swarm_command(), "tail", "--count", "4", "--json"]
     with anyio.fail_after(30):
-        async with await anyio.open_process(cmd, env=child_env) as proc:
-            # tail starts its group at `$`: wait until it exists, or what we send would be before it.
-            while not any(g["name"].startswith(b"tail-") for g in await groups(redis, bus.keys.bus)):
-                assert proc.returncode is None, "swarm tail exited early"
-                await anyio.sleep(0.02)
+        async with await anyio.open_process(cmd, env=child_env(env)) as proc:
+            await reading(redis, proc)
             await bus.publish(message(ChatBody(text="before"), sender="agent-1"))
             # What `redis-cli XADD 'swarm:{test}:bus' '*' m 'not json'` does: the documented layout,
             # a garbage payload.
@@ -249,23 +316,39 @@ async def test_garbage_xadded_while_tail_follows_is_dead_lettered_and_tail_goes_
             err = b"".join([chunk async for chunk in proc.stderr])
             assert await proc.wait() == 0, err
     shown = [json.loads(line) for line in out.decode().splitlines()]
-    assert [(x["sender"], x["body"]["text"]) for x in shown] == [
-        ("agent-1", "before"), ("agent-2", "after 1"), ("agent-2", "after 2"),
+    assert [x.get("undecodable") or (x["sender"], x["body"]["text"]) for x in shown] == [
+        ("agent-1", "before"), "invalid JSON: expected ident at line 1 column 2", ("agent-2", "after 1"),
+        ("agent-2", "after 2"),
     ]
-    result = await swarm(env, "dlq", "list", "--json")
-    assert result.exit_code == 0, result.stderr
-    [letter] = json.loads(result.stdout)
-    assert letter["entry"] == garbage
-    assert letter["stream"] == bus.keys.bus
-    assert letter["group"].startswith("tail-")
-    assert letter["reason"] == "invalid JSON: expected ident at line 1 column 2"
-    assert letter["raw"] == "not json"
-    assert await groups(redis, bus.keys.bus) == []  # the tail cleaned its group up on the way out
+    assert shown[1] == {"stream": "bus", "entry": garbage, "undecodable": "invalid JSON: expected ident at line 1 "
+                        "column 2", "size": 8, "raw": "not json"}
+    assert await bus.dead_letters() == []  # a viewer dead-letters nothing: the readers decide
+    assert await redis.xinfo_groups(bus.keys.bus) == []
 
 
-async def groups(redis: Redis, stream: str) -> list[dict[str, Any]]:
-    """The consumer groups of `stream` (none when the stream does not exist yet)."""
-    if not await redis.exists(stream):
-        return []
-    found: list[dict[str, Any]] = await redis.xinfo_groups(stream)
-    return found
+async def test_a_tail_killed_with_sigterm_leaves_nothing_behind(
+    env: dict[str, str | None], bus: Bus, redis: Redis
+) -> None:
+    await bus.publish(message(ChatBody(text="hello"), sender="agent-1"))
+    before = await snapshot(redis)
+    with anyio.fail_after(30):
+        async with await anyio.open_process([*swarm_command(), "tail"], env=child_env(env)) as proc:
+            await reading(redis, proc)
+            await bus.publish(message(ChatBody(text="seen"), sender="agent-1"))
+            await anyio.sleep(0.2)  # it reads and shows that one
+            proc.terminate()  # SIGTERM: no finally block runs, so nothing may need cleaning up
+            await proc.wait()
+    after = await snapshot(redis)
+    assert after["keys"] == before["keys"]
+    assert after["groups"] == before["groups"] == []  # no consumer group left to lag for ever
+    assert await bus.dead_letters() == []
+
+
+async def snapshot(redis: Redis) -> dict[str, Any]:
+    """What a viewer must not change: the keys there are, and every stream's consumer groups."""
+    keys = sorted(cast(list[bytes], await redis.keys("*")))
+    found: list[tuple[bytes, Any]] = []
+    for key in keys:
+        if await redis.type(key) == b"stream":
+            found += [(key, group) for group in await redis.xinfo_groups(key)]
+    return {"keys": keys, "groups": found}

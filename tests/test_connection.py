@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from swarm.board import Board
 from swarm.bus import Bus
-from swarm.connection import client, doing
+from swarm.connection import client, doing, open_redis
 from swarm.errors import BackendError, ConnectionLost
 from swarm.settings import Settings
 
@@ -49,3 +49,13 @@ async def test_a_consumer_group_that_exists_is_reused(bus: Bus) -> None:
     await consumer.setup()
     await consumer.setup()  # BUSYGROUP, by its code: what we want
     assert consumer.attached
+
+
+async def test_a_password_never_reaches_an_error_message(settings: Settings) -> None:
+    secret = "s3cret-Pa55"
+    with pytest.raises(ConnectionLost) as exc:
+        async with open_redis(settings.model_copy(update={"redis_url": f"redis://bob:{secret}@127.0.0.1:1/0",
+                                                          "connect_retries": 0})):
+            pass
+    assert str(exc.value).startswith("Redis unreachable while connecting to redis://***@127.0.0.1:1/0: ")
+    assert secret not in str(exc.value)

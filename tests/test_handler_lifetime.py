@@ -146,3 +146,13 @@ def test_the_watchdog_keeps_the_groups_still_registered_at_end_of_file(tmp_path:
     lines.write_bytes(b"+10\n+11\n-10\n+12\nnoise\n-\n+x\n")
     with lines.open("rb") as f:
         assert watch(f) == {11, 12}
+
+
+async def test_a_shell_template_gets_task_fields_quoted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    handler = CommandHandler(f"sh -c 'echo {{title}} > {out}'")
+    task = Task(id="t-1", kind="work", title="x; touch PWNED", state="running", token=1)
+    await handler(task, None)
+    assert await anyio.Path(out).read_text() == "x; touch PWNED\n"
+    assert not await anyio.Path(tmp_path / "PWNED").exists()
+    assert not await anyio.Path("PWNED").exists()

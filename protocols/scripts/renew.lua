@@ -43,6 +43,7 @@ local CLAIM_SCAN = 1000
 --   agent_seen                agents:seen
 --   presence_lock             presence:lock
 --   paused                    paused
+--   identity                  identity:<agent>
 --   leader                    captain:leader
 --   epoch                     captain:epoch
 --  repetition detection (repetition_observe.lua is passed these in KEYS)
@@ -168,6 +169,24 @@ local function invalid_numbers(...)
     if tonumber(v) == nil then return err('invalid', checks[i + 1] .. ' must be a number, got ' .. tostring(v)) end
   end
   return nil
+end
+
+-- Identity, enforced by the server (see `swarm acl`): under ACL users each agent's user may write
+-- only its own identity key `id:<name>`, a captain's user every one (`id:@captain` is the captain's
+-- own), a viewer's none. The key is never written: the script asks the server's ACL whether the
+-- caller could. With no ACL users (the trusted mode) every caller may act as anyone.
+local function acts_as(name)
+  return redis.acl_check_cmd('SET', key('identity:', name), '1')
+end
+
+-- nil when the caller may act as `name`, else the `forbidden` reply.
+local function check_caller(name)
+  if acts_as(name) then return nil end
+  if name == '@captain' then
+    return err('forbidden', 'only a captain may do this; connect as a user made with `swarm acl add NAME --role captain`')
+  end
+  return err('forbidden', 'this Redis user may not act as ' .. name .. '; connect as ' .. name ..
+    ' (`swarm acl add ' .. name .. '` makes its user) or as a captain')
 end
 
 local function ok(t, extra)
@@ -551,7 +570,7 @@ end
 -- that `epoch` still leads; an error reply when not. Then backed-off tasks whose time came are made
 -- ready, so they can be assigned.
 local function before_assigning(lease_i, epoch)
-  local refused = invalid_numbers(lease_i, 'lease ms') or check_leader(epoch)
+  local refused = check_caller('@captain') or invalid_numbers(lease_i, 'lease ms') or check_leader(epoch)
   if refused then return refused end
   promote_due()
   return nil
@@ -680,6 +699,8 @@ end
 -- No event: a renewal is not a transition.
 -- ARGV[4]: agent  ARGV[5]: lease ms  ARGV[6..]: pairs (task id, token)
 -- Reply: {"ok": true, "results": [{"id": ..., "lease_until": ms} or {"id": ..., "error": code, "message": ...}]}
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local bad = invalid_numbers(5, 'lease ms')
 if bad then return bad end
 local until_ms = NOW + tonumber(ARGV[5])

@@ -179,7 +179,7 @@ class Swarm(System):
                          f"`swarm agent run --concurrency {SWARM_K} --no-claim` per process (on uvloop, the "
                          "default), plus `swarm captain run`")
         self.recovery = {"default": "lease 30 s (SWARM_LEASE_S)", "tuned": f"lease {SWARM_LEASE_TUNED_S:g} s"}
-        self.bulk = f"Board.create, {IN_FLIGHT} in flight (no batch API)"
+        self.bulk = "Board.create_many, one script call per 500 tasks"
 
     async def create(self, tag: str, seconds: float = 0.0) -> None:
         """One task."""
@@ -191,10 +191,7 @@ class Swarm(System):
             for _ in range(count):
                 await self.create("noop")
             return time.perf_counter() - began
-        for start in range(0, count, IN_FLIGHT):
-            async with anyio.create_task_group() as tg:
-                for _ in range(min(IN_FLIGHT, count - start)):
-                    tg.start_soon(self.create, "noop")
+        await self.board.create_many([TaskSpec(kind="noop", title="noop", body="0.0") for _ in range(count)])
         return time.perf_counter() - began
 
     async def pickup(self, count: int) -> tuple[list[float], int, list[int]]:

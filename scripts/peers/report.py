@@ -35,6 +35,8 @@ class ResultLike(Protocol):
     bulk: list[float]
     drain1: list[float]
     drain2: list[float]
+    cpu1: list[tuple[float, float]]
+    cpu2: list[tuple[float, float]]
     pickup: list[float]
     missed: int
     drills: dict[str, list[Any]]
@@ -119,6 +121,14 @@ def render(run: Run, results: Sequence[ResultLike], cap: float) -> str:
             f" ({r.missed} missed)" if r.missed else "")
         out.append(f"| {r.system.name} | {num(med(r.enqueue))} | {num(med(r.bulk))} | {num(med(r.drain1))} "
                    f"| {num(med(r.drain2))} | {pickup} |")
+    out += ["", "### CPU per completed job (µs: every process of the system + the server; median of the runs)", "",
+            "Read from /proc between the drain's first and last job (start-up and idle time left out); the "
+            "figure that carries to a machine with more cores.", "",
+            "| system | 1 worker process: system + server = total | 2 worker processes: system + server = total |",
+            "| --- | ---: | ---: |"]
+    for r in results:
+        if r.drain1:
+            out.append(f"| {r.system.name} | {cpu_cell(r.cpu1)} | {cpu_cell(r.cpu2)} |")
     out += ["", f"### kill -9 recovery ({run.drill})", "",
             "Each cell: kill → the job running elsewhere (median) / jobs not completed by the cap (lost) / "
             "jobs completed twice (duplicated).", "",
@@ -137,11 +147,39 @@ def render(run: Run, results: Sequence[ResultLike], cap: float) -> str:
     return "\n".join(out) + "\n"
 
 
+def cpu_total(cells: Sequence[tuple[float, float]]) -> float:
+    """Median of (system + server) µs per job."""
+    return med([a + b for a, b in cells]) if cells else math.nan
+
+
+def cpu_cell(cells: Sequence[tuple[float, float]]) -> str:
+    if not cells:
+        return "n/a"
+    return (f"{num(med([a for a, _ in cells]))} + {num(med([b for _, b in cells]))} = "
+            f"**{num(cpu_total(cells))}**")
+
+
 def verdicts(results: Sequence[ResultLike], cap: float) -> list[str]:
     """Swarm against the targets."""
     swarm = [r for r in results if r.system.name.startswith("swarm")]
     peers = [r for r in results if not r.system.name.startswith("swarm") and r.drain2]
     lines = []
+    if swarm and peers:
+        for label, column in (("1 worker process", "cpu1"), ("2 worker processes", "cpu2")):
+            costs = [(cpu_total(getattr(r, column)), r.system.name) for r in peers if getattr(r, column)]
+            mine = [(cpu_total(getattr(r, column)), r.system.name) for r in swarm if getattr(r, column)]
+            if costs and mine:
+                (peer_us, peer), (our_us, ours) = min(costs), min(mine)
+                ratio = our_us / peer_us
+                lines.append(f"- CPU per completed job ≤ 0.5 × the most CPU-efficient peer, {label}: {ours} "
+                             f"{our_us:,.0f} µs vs {peer} {peer_us:,.0f} µs = {ratio:.2f} × — "
+                             f"{'PASS' if ratio <= 0.5 else 'FAIL'}.")
+        best1 = max(swarm, key=lambda r: med(r.drain1))
+        top1 = max(peers, key=lambda r: med(r.drain1))
+        ratio1 = med(best1.drain1) / med(top1.drain1)
+        lines.append(f"- Drain with 1 worker process ≥ 2 × the fastest peer: {best1.system.name} "
+                     f"{num(med(best1.drain1))} jobs/s vs {top1.system.name} {num(med(top1.drain1))} jobs/s = "
+                     f"{ratio1:.2f} × — {'PASS' if ratio1 >= 2 else 'FAIL'}.")
     if swarm and peers:
         best = max(swarm, key=lambda r: med(r.drain2))
         top = max(peers, key=lambda r: med(r.drain2))

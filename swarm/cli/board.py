@@ -12,7 +12,7 @@ import typer
 
 from swarm.board import STATES, TERMINAL, Board, Task
 from swarm.bus import Bus
-from swarm.cli.common import AsJson, csv, out, print_json, run_with_bus, safe
+from swarm.cli.common import AsJson, SwarmGroup, csv, out, print_json, run_with_bus, safe
 from swarm.connection import doing, text
 from swarm.errors import ConfigError
 from swarm.protocol import AGENT_PATTERN, CAP_PATTERN, KIND_PATTERN, now_ms
@@ -188,6 +188,29 @@ def render(view: dict[str, Any], title: str) -> Group:
     return Group(*parts)
 
 
+board_app = typer.Typer(cls=SwarmGroup, add_completion=False, invoke_without_command=True,
+                        help="The task board; `swarm board purge` forgets old finished tasks.")
+
+
+@board_app.callback(invoke_without_command=True)
+def board_view(
+    ctx: typer.Context,
+    state: StateOpt = None,
+    kind: KindOpt = None,
+    as_json: AsJson = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live, redrawn on board events.")] = False,
+    everything: Annotated[bool, typer.Option("--all", help="Show finished tasks too, not only active ones.")] = False,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many tasks per state.")] = 200,
+    interval: Annotated[
+        float, typer.Option(min=0.01, help="With --watch: redraw at least this often (seconds), for lease timers.")
+    ] = 1.0,
+    count: Annotated[int, typer.Option(min=0, help="With --watch: stop after N redraws (0: until Ctrl-C).")] = 0,
+) -> None:
+    """The task board: active tasks (all with --all) and the number of tasks in each state."""
+    if ctx.invoked_subcommand is None:
+        board(state, kind, as_json, watch, everything, limit, interval, count)
+
+
 def board(
     state: StateOpt = None,
     kind: KindOpt = None,
@@ -247,6 +270,7 @@ def board(
 TERMINAL_STATES = ("done", "failed", "cancelled")
 
 
+@board_app.command("purge")
 def purge(
     older_than: Annotated[str, typer.Option("--older-than", help="Finished at least this long ago: 12h, 7d.",
                                             show_default=False)],

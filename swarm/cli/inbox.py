@@ -22,8 +22,10 @@ def inbox(
                                                               "message when there is none.")] = 0.0,
     as_json: AsJson = False,
 ) -> None:
-    """The messages sent to an agent since it last read (to it, to its roles, and chat broadcast to
-    everyone), oldest first, each shown once: what a shell agent reads between two steps."""
+    """An agent's messages since it last read (to it, its roles, chat to all), each shown once.
+
+    Oldest first: what a shell agent reads between two steps. Read messages are acknowledged once
+    shown, so the next call starts after them, across restarts."""
     if not agent:
         raise ConfigError("--agent is missing: name whose mail to read, for example --agent agent-1 "
                           "(or set SWARM_AGENT)")

@@ -21,8 +21,10 @@ def mcp(
     captain: Annotated[bool, typer.Option("--captain", help="Also the captain's tools: assign, retry and cancel "
                                                             "tasks.")] = False,
 ) -> None:
-    """Serve the task board to a model over stdio (Model Context Protocol), as one agent: it registers
-    while the session lives, keeps its tasks' leases, and gives them back when the session ends."""
+    """Serve the swarm to a model as MCP tools over stdio, as one agent.
+
+    The agent is registered while the session lives and the leases of the tasks it took are renewed;
+    when the session ends, they go back to the board."""
     if not agent:
         raise ConfigError("--agent is missing: name the agent the model works as, for example --agent claude-1 "
                           "(or set SWARM_AGENT)")

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
-import anyio
 import typer
+from redis.typing import KeyT, StreamIdT
 
-from swarm.bus import Bus, Delivery
+from swarm.bus import RAW_KEPT, Bus, Entry, decode_entry
 from swarm.cli.common import app, out, print_json, run_with_bus, safe
-from swarm.connection import doing
-from swarm.errors import ConfigError, SwarmError
-from swarm.protocol import RECIPIENT_PATTERN, ChatBody, Message, StatusBody, message, new_id
+from swarm.connection import doing, text
+from swarm.errors import ConfigError, DecodeError
+from swarm.keys import FIELD_BYTES
+from swarm.protocol import RECIPIENT_PATTERN, ChatBody, Message, StatusBody, message
 
 dlq = app("Dead letters: messages that did not decode or kept failing.")
 
@@ -28,8 +30,6 @@ def _sender(name: str | None) -> str:
 
 
 def _build(to: str, text: str, sender: str, kind: str, urgent: bool) -> Message:
-    import re  # noqa: PLC0415
-
     if not re.match(RECIPIENT_PATTERN, to):
         raise ConfigError(f"recipient {to!r} is not valid: use an agent name, @all, @captain or @role:NAME")
     body = ChatBody(text=text) if kind == "chat" else StatusBody(text=text)
@@ -59,44 +59,60 @@ def broadcast(
     send("@all", text, sender, kind, urgent)
 
 
+ENTRY_ID = re.compile(r"\d+(-\d+)?")
+
+
 def tail(
     stream: Annotated[
         list[str] | None, typer.Option(help="Stream(s) to follow: bus, captain, inbox:NAME, role:NAME, events.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    count: Annotated[int, typer.Option(min=0, help="Stop after this many messages (0: follow forever).")] = 0,
+    count: Annotated[int, typer.Option(min=0, help="Stop after this many entries (0: follow forever).")] = 0,
     from_start: Annotated[bool, typer.Option("--from-start", help="Replay the stream from its beginning.")] = False,
+    after: Annotated[str | None, typer.Option(
+        "--from", help="Show the entries after this entry id (0: from the beginning), then follow.")] = None,
 ) -> None:
-    """Follow messages live. Reads through its own consumer group, so bad entries are dead-lettered."""
+    """Follow messages live, changing nothing: a plain XREAD from the newest entry (or `--from`), no
+    consumer group, so a tail never acks, dead-letters or leaves anything behind. An entry that does not
+    decode is shown as such, with the reason a consumer would dead-letter it for."""
+    if after is not None and not ENTRY_ID.fullmatch(after):
+        raise ConfigError(f"--from {after!r} is not a stream entry id: give one such as 1718000000000-0, "
+                          "or 0 for the beginning")
+    if after is not None and from_start:
+        raise ConfigError("--from and --from-start both say where to start: give one of them")
+    start = "0-0" if from_start else after
 
     async def go(bus: Bus) -> None:
         streams = [bus.keys.stream(s) for s in (stream or ["bus"])]
-        group = f"tail-{new_id()}"
-        consumer = bus.consumer(group, "tail", streams, start="0" if from_start else "$")
-        await consumer.setup()
+        cursors: dict[KeyT, StreamIdT] = {s: start or await bus.last_id(s) for s in streams}
+        settings = bus.settings
         seen = 0
-        try:
-            while count == 0 or seen < count:
-                batch = await consumer.read()
-                for d in batch[: count - seen if count else None]:
-                    _show(bus, d, as_json)
+        while count == 0 or seen < count:
+            with doing("following the streams"):
+                reply = await bus.redis.xread(cursors, count=settings.read_count, block=settings.block_ms)
+            for stream_b, entries in cast(list[tuple[bytes, list[Entry]]], reply or []):
+                name = text(stream_b)
+                for entry_b, fields in entries:
+                    cursors[name] = entry = text(entry_b)
+                    if count and seen >= count:
+                        break
+                    try:
+                        msg = decode_entry(fields or {}, settings.max_message_bytes)
+                    except DecodeError as exc:
+                        _show_undecodable(bus.keys.short(name), entry, exc.reason, fields or {}, as_json)
+                        seen += 1
+                        continue
+                    if msg.expired():  # stale, as every consumer skips it: not news
+                        continue
+                    _show(bus.keys.short(name), entry, msg, as_json)
                     seen += 1
-                await consumer.ack(batch)
-        finally:
-            with anyio.CancelScope(shield=True):  # an ephemeral group must not outlive the tail
-                for s in streams:
-                    # Best effort: with Redis gone the group goes with it; the error that ended the
-                    # tail is the one to report, not this.
-                    with contextlib.suppress(SwarmError), doing("removing the tail's group"):
-                        await bus.redis.xgroup_destroy(s, group)
 
     run_with_bus(go)
 
 
-def _show(bus: Bus, d: Delivery, as_json: bool) -> None:
-    msg = d.message
+def _show(stream: str, entry: str, msg: Message, as_json: bool) -> None:
     if as_json:
-        print_json({"stream": bus.keys.short(d.stream), "entry": d.entry_id, **msg.model_dump(mode="json")})
+        print_json({"stream": stream, "entry": entry, **msg.model_dump(mode="json")})
         return
     try:
         at = datetime.fromtimestamp(msg.ts / 1000, tz=UTC).strftime("%H:%M:%S.%f")[:-3]
@@ -108,17 +124,33 @@ def _show(bus: Bus, d: Delivery, as_json: bool) -> None:
               f"[magenta]{msg.kind}[/magenta] {safe(text)}")
 
 
+def _show_undecodable(stream: str, entry: str, reason: str, fields: dict[bytes, bytes], as_json: bool) -> None:
+    """An entry a consumer would dead-letter: its reason and (the first `RAW_KEPT` bytes of) what it holds,
+    the `m` value or else the whole field list, as a dead letter keeps it."""
+    raw = fields[FIELD_BYTES] if list(fields) == [FIELD_BYTES] else json.dumps(
+        [x.decode("utf-8", "backslashreplace") for kv in fields.items() for x in kv], separators=(",", ":")
+    ).encode()
+    shown = raw[:RAW_KEPT].decode("utf-8", "backslashreplace")
+    if as_json:
+        print_json({"stream": stream, "entry": entry, "undecodable": reason, "size": len(raw), "raw": shown})
+        return
+    out.print(f"[dim]{entry}[/dim] [red]undecodable[/red] in {safe(stream)}: [yellow]{safe(reason)}[/yellow]: "
+              f"{safe(shown[:120])}")
+
+
 @dlq.command("list")
 def dlq_list(
     as_json: Annotated[bool, typer.Option("--json", help="A JSON array.")] = False,
     count: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 100,
 ) -> None:
-    """Show dead letters, newest first, with the reason each was dead-lettered."""
+    """Show dead letters, newest first, with the reason each was dead-lettered (and the first 4 KiB of
+    each entry: `size` is how many bytes it had, `truncated` whether some were cut)."""
     letters = run_with_bus(lambda bus: bus.dead_letters(count))
     if as_json:
         print_json([
             {"id": d.id, "stream": d.stream, "entry": d.entry, "group": d.group, "consumer": d.consumer,
-             "reason": d.reason, "at": d.at, "raw": d.raw.decode("utf-8", "backslashreplace")}
+             "reason": d.reason, "at": d.at, "size": d.size, "truncated": d.truncated,
+             "raw": d.raw.decode("utf-8", "backslashreplace")}
             for d in letters
         ])
         return
@@ -127,5 +159,6 @@ def dlq_list(
         return
     for d in letters:
         raw = d.raw.decode("utf-8", "backslashreplace")
+        cut = f" [dim](first {len(d.raw)} of {d.size} bytes kept)[/dim]" if d.truncated else ""
         out.print(f"[dim]{d.id}[/dim] [yellow]{safe(d.reason)}[/yellow] from {safe(d.stream)} "
-                  f"({safe(d.group)}): {safe(raw[:120])}")
+                  f"({safe(d.group)}): {safe(raw[:120])}{cut}")

@@ -458,8 +458,7 @@ def progress(
     agent: Owner = "",
     as_json: AsJson = False,
 ) -> None:
-    """Say how your task is going: a status message naming the task (`swarm tail` shows it), and a
-    heartbeat, so the lease is extended too."""
+    """Say how your task is going: a status message naming it, and a heartbeat (the lease is extended)."""
     check_id(task_id)
     owner = _owner(agent)
     said = _text_arg(text)

@@ -1,7 +1,10 @@
 """The command handler: hand a task to any program (an AI coding agent's CLI, a script).
 
 The template is split like a shell would (no shell runs it: write `sh -c '...'` to get one) and
-`{id}`, `{kind}`, `{title}` in it are replaced per task. The program gets the task as JSON on stdin
+`{id}`, `{kind}`, `{title}` in it are replaced per task. In the script of a shell (`sh -c SCRIPT`,
+`bash -c SCRIPT`, ...) they are replaced shell-quoted, so a title like `x; touch PWNED` stays one
+word of text; the safe way to use task fields in a script is still the environment
+(`"$SWARM_TASK_TITLE"`). The program gets the task as JSON on stdin
 and in `SWARM_TASK_*` environment variables. Exit 0: done, stdout is the result. Non-zero: failed
 with the tail of stderr. Past the timeout the process is killed and the task fails.
 
@@ -42,7 +45,8 @@ class CommandHandler:
 
     async def __call__(self, task: Task, ctx: object) -> str:
         """Run the command for `task`; see the module doc for the contract."""
-        argv = [_fill(arg, task) for arg in self.argv]
+        script = _shell_script_index(self.argv)
+        argv = [_fill(arg, task, quote=i == script) for i, arg in enumerate(self.argv)]
         env = {**os.environ, **getattr(ctx, "env", {}),
                "SWARM_TASK_ID": task.id, "SWARM_TASK_KIND": task.kind, "SWARM_TASK_TITLE": task.title,
                "SWARM_TASK_TOKEN": str(task.token), "SWARM_TASK_BODY": task.body[:16_000]}
@@ -89,9 +93,23 @@ class CommandHandler:
         await proc.wait()
 
 
-def _fill(arg: str, task: Task) -> str:
-    """`{id}`, `{kind}` and `{title}` replaced; any other brace is the command's own (jq, awk...)."""
-    return arg.replace("{id}", task.id).replace("{kind}", task.kind).replace("{title}", task.title)
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "fish"})
+
+
+def _shell_script_index(argv: list[str]) -> int | None:
+    """The index of the script in `sh -c SCRIPT ...` (any shell of SHELLS), or None."""
+    if os.path.basename(argv[0]) in SHELLS and "-c" in argv[1:-1]:
+        return argv.index("-c", 1) + 1
+    return None
+
+
+def _fill(arg: str, task: Task, *, quote: bool = False) -> str:
+    """`{id}`, `{kind}` and `{title}` replaced (shell-quoted in a shell's script); any other brace is
+    the command's own (jq, awk...)."""
+    values = {"{id}": task.id, "{kind}": task.kind, "{title}": task.title}
+    for placeholder, value in values.items():
+        arg = arg.replace(placeholder, shlex.quote(value) if quote else value)
+    return arg
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:

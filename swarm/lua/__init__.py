@@ -8,6 +8,8 @@ from importlib.resources import files
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from swarm.cluster import Replication
+
 INCLUDE = "--!include "
 
 
@@ -31,6 +33,10 @@ class Scripts:
     def __getitem__(self, name: str) -> AsyncScript:
         script = self._loaded.get(name)
         if script is None:
-            # register_script computes the SHA once; EVALSHA falls back to SCRIPT LOAD on NOSCRIPT.
-            script = self._loaded[name] = self._redis.register_script(source(name))
+            # register_script computes the SHA once; EVALSHA falls back to SCRIPT LOAD on NOSCRIPT
+            # (on a cluster: on every master, so a replica promoted by a failover gets it too).
+            # A client asked to wait for replicas (`?wait_replicas=`) sends WAIT after each call.
+            replication: Replication | None = getattr(self._redis, "replication", None)
+            script = self._loaded[name] = (replication.script(self._redis, source(name)) if replication
+                                           else self._redis.register_script(source(name)))
         return script

@@ -6,6 +6,8 @@
 -- ARGV[7]: most tasks to claim  ARGV[8]: '1' to write the agent's "working on" status
 -- Reply: {"ok": true, "tasks": [...]} or {"ok": true, "empty": true}; "tip" (the board-event
 -- stream's newest id) when it took fewer than asked: new work shows up as events after it.
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local bad = invalid_numbers(6, 'lease ms', 7, 'count')
 if bad then return bad end
 local claimed, tip = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')

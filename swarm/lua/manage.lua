@@ -6,6 +6,8 @@
 --   edit     change priority, title, body or caps of a task that is not running yet (open, blocked
 --            or assigned): ARGV[6] is a JSON object of the fields to change
 -- ARGV[4]: action  ARGV[5]: task id  ARGV[6]: reason, note, or the fields (edit)
+local forbidden = check_caller('@captain')
+if forbidden then return forbidden end
 local action, id, reason = ARGV[4], ARGV[5], ARGV[6]
 local t = load(id)
 if not t then return not_found(id) end

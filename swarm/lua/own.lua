@@ -15,6 +15,8 @@ local bad = invalid_numbers(7, 'lease ms')
 if bad then return bad end
 local action, id, token, lease_ms, text = ARGV[4], ARGV[5], ARGV[6], tonumber(ARGV[7]), ARGV[8]
 local speak = ARGV[11] == '1'
+local forbidden = check_caller(ARGV[12] or '')
+if forbidden then return forbidden end
 local t = load(id)
 if not t then return not_found(id) end
 local refused = check_owner(t, token, ARGV[12] or '')

@@ -4,6 +4,8 @@
 -- ARGV[4]: remove tasks whose last change is at or before this time (ms)
 -- ARGV[5]: the terminal states to purge, joined by ','  ARGV[6]: the most tasks to remove in this call
 -- Reply: {"ok": true, "purged": <count>, "more": true|false}
+local forbidden = check_caller('@captain')
+if forbidden then return forbidden end
 local bad = invalid_numbers(4, 'cutoff ms', 6, 'limit')
 if bad then return bad end
 local cutoff, limit = tonumber(ARGV[4]), tonumber(ARGV[6])

@@ -5,6 +5,8 @@
 -- agent already left (deregistered).
 -- ARGV[4]: agent name  ARGV[5]: instance id
 -- Reply: {"ok": true, "moved": [ids]}
+local forbidden = check_caller('@captain')
+if forbidden then return forbidden end
 local agent, instance = ARGV[4], ARGV[5]
 local card = redis.call('HGET', key('agents'), agent)
 local seen = tonumber(redis.call('ZSCORE', key('agents:seen'), agent) or '0')

@@ -5,6 +5,8 @@
 -- need not wait for a lease.
 -- ARGV[4]: agent name  ARGV[5]: instance id  ARGV[6]: the card (JSON)
 -- Reply: {"ok": true, "moved": [ids]}
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local agent, instance, card = ARGV[4], ARGV[5], ARGV[6]
 local moved = lose_all(agent, 'owner ' .. agent .. ' restarted (instance ' .. instance .. ' registered)')
 redis.call('HSET', key('agents'), agent, card)

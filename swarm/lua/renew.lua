@@ -4,6 +4,8 @@
 -- No event: a renewal is not a transition.
 -- ARGV[4]: agent  ARGV[5]: lease ms  ARGV[6..]: pairs (task id, token)
 -- Reply: {"ok": true, "results": [{"id": ..., "lease_until": ms} or {"id": ..., "error": code, "message": ...}]}
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local bad = invalid_numbers(5, 'lease ms')
 if bad then return bad end
 local until_ms = NOW + tonumber(ARGV[5])

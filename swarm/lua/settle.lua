@@ -6,6 +6,8 @@
 -- ARGV[8]: '1' to write the agent's status messages  ARGV[9..]: triples (task id, token, result)
 -- Reply: {"ok": true, "done": [{"id": ..., "updated": ms} or {"id": ..., "error": code, "message": ...}],
 --         "tasks": [claimed tasks], "tip": events id when it claimed fewer than asked}
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local bad = invalid_numbers(6, 'lease ms', 7, 'count')
 if bad then return bad end
 local agent, speak = ARGV[4], ARGV[8] == '1'

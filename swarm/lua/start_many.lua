@@ -4,6 +4,8 @@
 -- ARGV[4]: agent  ARGV[5]: lease ms  ARGV[6]: '1' to write the agent's "working on" status
 -- ARGV[7..]: pairs (task id, token)
 -- Reply: {"ok": true, "results": [{"id": ..., "task": {...}} or {"id": ..., "error": code, "message": ...}]}
+local forbidden = check_caller(ARGV[4])
+if forbidden then return forbidden end
 local bad = invalid_numbers(5, 'lease ms')
 if bad then return bad end
 local agent, lease_ms, speak = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1'

@@ -1,0 +1,112 @@
+"""Identities the server enforces: under ACL users an agent acts only for itself, a captain for
+anyone, a viewer only reads. Real users on the real test server, removed afterwards."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic import SecretStr
+from redis.asyncio import Redis
+
+from swarm.board import Board, TaskSpec
+from swarm.connection import client
+from swarm.errors import AuthError, Forbidden
+from swarm.identity import Identities, Identity, Role
+from swarm.registry import AgentCard, Registry
+from swarm.settings import Settings
+
+
+@pytest.fixture
+async def users(redis: Redis, settings: Settings) -> AsyncIterator[dict[str, Redis]]:
+    """alice and bob (agents), cap (captain), eve (viewer), each connected as itself."""
+    made = Identities(redis, Board(redis, settings).keys)
+    roles: dict[str, Role] = {"alice": "agent", "bob": "agent", "cap": "captain", "eve": "viewer"}
+    clients: dict[str, Redis] = {}
+    try:
+        for name, role in roles.items():
+            password = await made.add(name, role)
+            clients[name] = client(settings.redis_url or "", settings.model_copy(
+                update={"user": name, "password": SecretStr(password), "connect_retries": 0}))
+        yield clients
+    finally:
+        for c in clients.values():
+            await c.aclose()
+        for name in roles:
+            if any(i.name == name for i in await made.all()):
+                await made.remove(name)
+
+
+def board(users: dict[str, Redis], name: str, settings: Settings) -> Board:
+    return Board(users[name], settings)
+
+
+async def test_an_agent_acts_only_for_itself_a_captain_for_anyone(
+    users: dict[str, Redis], redis: Redis, settings: Settings
+) -> None:
+    alice, bob, cap = (board(users, n, settings) for n in ("alice", "bob", "cap"))
+    await alice.create(TaskSpec(kind="audit", title="one"))
+    await alice.create(TaskSpec(kind="audit", title="two"))
+    mine = await alice.claim_next("alice", ["audit"])
+    assert mine is not None
+    with pytest.raises(Forbidden) as exc:
+        await alice.claim_next("bob", ["audit"])
+    assert str(exc.value) == ("this Redis user may not act as bob; connect as bob (`swarm acl add bob` makes its "
+                              "user) or as a captain")
+    theirs = await bob.claim_next("bob", ["audit"])
+    assert theirs is not None
+    # With bob's valid token, naming bob: still refused, it is not bob calling.
+    for attempt in (alice.complete(theirs.id, theirs.token, "forged", agent="bob"),
+                    alice.fail(theirs.id, theirs.token, "forged", agent="bob"),
+                    alice.release(theirs.id, theirs.token, agent="bob"),
+                    alice.block(theirs.id, theirs.token, "forged", agent="bob"),
+                    alice.heartbeat(theirs.id, theirs.token, agent="bob")):
+        with pytest.raises(Forbidden):
+            await attempt
+    with pytest.raises(Forbidden):
+        await alice.renew("bob", [(theirs.id, theirs.token)])
+    with pytest.raises(Forbidden):
+        await alice.settle("bob", [(theirs.id, theirs.token, "forged")])
+    with pytest.raises(Forbidden) as captain_only:
+        await alice.assign(theirs.id, "alice", force=True)
+    assert str(captain_only.value) == ("only a captain may do this; connect as a user made with `swarm acl add NAME "
+                                       "--role captain`")
+    with pytest.raises(Forbidden):
+        await alice.cancel(theirs.id)
+    with pytest.raises(Forbidden):
+        await Registry(users["alice"], settings).register(AgentCard(name="bob", capabilities=("audit",)), "x")
+    assert (await Board(redis, settings).get(theirs.id)).state == "running"  # nothing moved
+    # Its own work goes through; a captain acts for anyone.
+    assert (await alice.complete(mine.id, mine.token, "done", agent="alice")).state == "done"
+    await Registry(users["alice"], settings).register(AgentCard(name="alice", capabilities=("audit",)), "a-1")
+    moved = await cap.assign(theirs.id, "alice", force=True)
+    assert moved.owner == "alice"
+
+
+async def test_a_viewer_only_reads(users: dict[str, Redis], settings: Settings) -> None:
+    await board(users, "cap", settings).create(TaskSpec(kind="audit", title="one"))
+    eve = board(users, "eve", settings)
+    assert [t.title for t in await eve.tasks()] == ["one"]
+    with pytest.raises(AuthError) as exc:
+        await eve.create(TaskSpec(kind="audit", title="two"))
+    assert "has no permissions to run the 'evalsha' command" in str(exc.value)
+    with pytest.raises(AuthError):
+        await users["eve"].hset(eve.keys.task("t-1"), "state", "done")  # no raw writes either
+    assert (await eve.get("t-1")).state == "open"
+
+
+async def test_acl_list_rotate_and_remove(users: dict[str, Redis], redis: Redis, settings: Settings) -> None:
+    made = Identities(redis, Board(redis, settings).keys)
+    assert await made.all() == [Identity("alice", "agent", True), Identity("bob", "agent", True),
+                                Identity("cap", "captain", True), Identity("eve", "viewer", True)]
+    new = await made.rotate("alice")
+    await users["alice"].connection_pool.disconnect()  # reconnecting with the old password fails
+    with pytest.raises(AuthError):
+        await users["alice"].ping()
+    fresh = client(settings.redis_url or "", settings.model_copy(update={"user": "alice", "password": SecretStr(new)}))
+    try:
+        assert await fresh.ping()
+    finally:
+        await fresh.aclose()
+    await made.remove("bob")
+    assert [i.name for i in await made.all()] == ["alice", "cap", "eve"]
