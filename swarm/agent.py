@@ -14,6 +14,7 @@ import json
 import math
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from redis.asyncio import Redis
 
 from swarm.board import Board, Claimed, Settled, Task
 from swarm.bus import Bus, Consumer, Delivery
+from swarm.connection import retrying
 from swarm.errors import BackendError, StaleToken, SwarmError
 from swarm.keys import Keys
 from swarm.lifeline import Lifeline
@@ -50,6 +52,8 @@ class Context:
     board: Board | None = None
     lifeline: Lifeline | None = None
     """Where command handlers register their process groups, to die with the agent."""
+    report_usage: Callable[[int, float], Awaitable[bool]] | None = None
+    """The agent's way to report the running task's usage (see `usage`)."""
 
     @property
     def artifacts(self) -> Path:
@@ -64,6 +68,14 @@ class Context:
         elsewhere, and its handler is about to be stopped."""
         board = self.board or Board(self.bus.redis, self.settings)
         return await board.holds(task.id, self.agent, task.token)
+
+    async def usage(self, *, tokens: int = 0, usd: float = 0.0) -> bool:
+        """Report what the running task used (model tokens, money): added to the task's, this agent's
+        and the swarm's spend, which the board holds against their budgets. Returns False when that
+        put the task over its own budget: it has failed, and this handler is being stopped."""
+        if self.report_usage is None:
+            raise RuntimeError("usage is reported from inside a handler that an Agent runs")
+        return await self.report_usage(tokens, usd)
 
     async def progress(self, text: str, task_id: str | None = None) -> None:
         """Tell the swarm what the handler is doing (a status message on the bus)."""
@@ -88,6 +100,10 @@ class _Job:
     """When the task became ours (Redis clock): the assignment's or the claim's time; for metrics."""
     log_context: dict[str, str] = field(default_factory=dict)
     """Bound on every line logged while it runs, besides the task id (the assignment's message id)."""
+
+
+_RUNNING: ContextVar[_Job | None] = ContextVar("swarm_running_job", default=None)
+"""The job a worker runs (so a handler's `ctx.usage` knows which task it reports for)."""
 
 
 class Agent:
@@ -121,7 +137,8 @@ class Agent:
         self.board = Board(redis, settings, metrics=self.metrics)
         self.registry = Registry(redis, settings)
         self.lifeline = Lifeline()
-        self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {}, self.board, self.lifeline)
+        self.ctx = Context(card.name, settings, workspace or Path.cwd(), self.bus, env or {}, self.board, self.lifeline,
+                           self._usage)
         self.jobs: dict[str, _Job] = {}
         self.completed = 0
         self.failed = 0
@@ -167,6 +184,8 @@ class Agent:
         self.card = await self.registry.register(
             self.card, self.instance, connection=self.connection if self.settings.presence else "")
         self.settler.caps = self._caps
+        if self.settings.budget_usd is not None:  # SWARM_BUDGET_USD: the board enforces it from now on
+            await self.board.set_budget(self.settings.budget_usd)
         structlog.contextvars.bind_contextvars(agent=self.name)
         await self._say("online, ready for work", "idle")
         await self.bus.publish(message(HeartbeatBody(instance=self.instance, capacity=self.card.concurrency),
@@ -341,10 +360,22 @@ class Agent:
                 continue
             # Lines logged while it runs name the task (and the assignment message it came in).
             structlog.contextvars.bind_contextvars(task=job.task_id, **job.log_context)
+            running = _RUNNING.set(job)
             try:
                 await self._work(job, claimed)
             finally:
+                _RUNNING.reset(running)
                 structlog.contextvars.unbind_contextvars("task", *job.log_context)
+
+    async def _usage(self, tokens: int, usd: float) -> bool:
+        """`Context.usage` for the job this worker runs: stop it at once when it went over budget."""
+        job = _RUNNING.get()
+        if job is None:
+            raise RuntimeError("usage is reported from inside a running handler")
+        _, over = await self.board.usage(job.task_id, job.token, agent=self.name, tokens=tokens, usd=usd)
+        if over:
+            self._lose(job, "the task went over its budget")
+        return not over
 
     async def _release_queued(self) -> None:
         """At shutdown: give back the jobs no worker got to."""
@@ -415,7 +446,17 @@ class Agent:
         return None
 
     async def _report_failure(self, job: _Job, task: Task, reason: str) -> None:
-        after = await self.board.fail(job.task_id, job.token, reason, agent=self.name)
+        """Record that the handler failed. The work is over, so its outcome must reach the board as
+        a completion's does: retried while Redis is unreachable (a lease that runs out meanwhile makes
+        it stale, reported as lost). A refusal is logged as what it is, not as a start that failed."""
+        try:
+            after = await retrying(lambda: self.board.fail(job.task_id, job.token, reason, agent=self.name),
+                                   "report a task failed", task=job.task_id)
+        except StaleToken:
+            raise
+        except SwarmError as exc:
+            log.warning("failure report refused", task=job.task_id, reason=str(exc))
+            return
         self.failed += 1
         self.metrics.on_task_finished(task.kind, "failed", task.created, job.taken_ms, after.updated)
         log.warning("task failed", task=task.id, error=reason, state=after.state)

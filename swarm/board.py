@@ -73,6 +73,7 @@ class TaskSpec(BaseModel):
     files: tuple[str, ...] = Field((), description="Files the task touches (the captain's affinity hint).")
     max_attempts: int | None = Field(None, ge=1, le=100)
     not_before: int = Field(0, ge=0, description="Not ready before this time (ms since the epoch); 0: at once.")
+    budget_usd: float = Field(0.0, ge=0, description="The most it may spend (reported usage); 0: no budget.")
 
     @field_validator("caps", "evidence", "blocked_by")
     @classmethod
@@ -110,6 +111,9 @@ class Task(BaseModel):
     updated: int = 0
     result: str = ""
     reason: str = ""
+    budget_usd: float = 0.0
+    spent_usd: float = 0.0
+    tokens: int = 0
 
     @property
     def terminal(self) -> bool:
@@ -165,11 +169,13 @@ class Claimed:
 
     tasks: list[Task]
     tip: str | None = None
+    budget: str | None = None
+    """Set when a budget stopped the claim: which one, and what was spent."""
 
     @classmethod
     def from_reply(cls, reply: dict[str, Any]) -> Claimed:
         """From a claim's or settle's reply."""
-        return cls([Task.from_redis(t) for t in reply.get("tasks") or []], reply.get("tip"))
+        return cls([Task.from_redis(t) for t in reply.get("tasks") or []], reply.get("tip"), reply.get("budget"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +238,7 @@ class Board:
             "key": spec.key, "evidence": ",".join(spec.evidence), "deps": list(spec.blocked_by),
             "caps": ",".join(spec.caps or (spec.kind,)), "files": "\n".join(spec.files),
             "max_attempts": spec.max_attempts or self.settings.max_attempts, "not_before": spec.not_before,
+            "budget_usd": spec.budget_usd,
         }
 
     async def create(self, spec: TaskSpec) -> tuple[Task, bool]:
@@ -393,6 +400,34 @@ class Board:
         """The server's clock, in ms (what every script stamps with)."""
         seconds, micros = await self.redis.time()
         return int(seconds) * 1000 + int(micros) // 1000
+
+    async def usage(self, task_id: str, token: int, *, agent: str, tokens: int = 0, usd: float = 0.0,
+                    ) -> tuple[Task, bool]:
+        """Report what the owner's task used; the task, and True when that put it over its own
+        budget (it has failed, and its handler must stop now)."""
+        _check_agent(agent)
+        reply = await self._call("usage", agent, task_id, str(token), tokens, usd)
+        return Task.from_redis(reply["task"]), bool(reply.get("over_budget"))
+
+    async def set_budget(self, usd: float | None, agent: str | None = None) -> None:
+        """The swarm's budget (or `agent`'s) in USD; None removes it. Nothing is handed out under a
+        budget that is spent."""
+        field = "swarm" if agent is None else f"agent:{agent}"
+        if usd is None:
+            await self.redis.hdel(self.keys.budget, field)
+        else:
+            await self.redis.hset(self.keys.budget, field, format(float(usd), ".10g"))
+
+    async def spend(self) -> dict[str, float]:
+        """What was spent and what may be: `{"swarm": usd, "agent:<name>": usd, "tokens:swarm": n, ...,
+        "budget:swarm": usd, "budget:agent:<name>": usd}`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.spend)
+            pipe.hgetall(self.keys.budget)
+            spent, limits = await pipe.execute()
+        out = {text(k): float(v) for k, v in spent.items()}
+        out.update({f"budget:{text(k)}": float(v) for k, v in limits.items()})
+        return out
 
     async def pause(self, kind: str) -> None:
         """No claim or assignment hands out tasks of `kind` until `resume`."""

@@ -233,6 +233,8 @@ class Captain:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Lead or stand by until cancelled; on the way out, hand the lease over."""
         structlog.contextvars.bind_contextvars(captain=self.instance)
+        if self.settings.budget_usd is not None:  # SWARM_BUDGET_USD: the board enforces it from now on
+            await self.board.set_budget(self.settings.budget_usd)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._keep_lease)
@@ -332,8 +334,10 @@ class Captain:
             return f"{task.id} is {task.state}" + (f": {detail}" if detail else "") + "; terminal, it never changes."
         if task.state in ("assigned", "running"):
             left = max(0, task.lease_until - now_ms()) / 1000
+            spent = (f", spent ${task.spent_usd:.2f}" + (f" of ${task.budget_usd:.2f}" if task.budget_usd else "")
+                     if task.spent_usd or task.budget_usd else "")
             return (f"{task.id} is {task.state} by {task.owner} (token {task.token}, attempt {task.attempts} of "
-                    f"{task.max_attempts}, lease {left:.1f}s left).")
+                    f"{task.max_attempts}, lease {left:.1f}s left{spent}).")
         if task.state == "blocked":
             reason = task.reason or "no reason given"
             return f"{task.id} is blocked: {reason}; `swarm task unblock {task.id}` reopens it."
@@ -353,6 +357,10 @@ class Captain:
             if task.attempts == 0:
                 return f"{task.id} is open, delayed: ready in {left:.1f}s."
             return f"{task.id} is open, backing off {left:.1f}s after a failure: {task.reason}."
+        spend = await self.board.spend()
+        if "budget:swarm" in spend and spend.get("swarm", 0.0) >= spend["budget:swarm"]:
+            return (f"{task.id} is open, but nothing is handed out: the swarm has spent its budget "
+                    f"(${spend.get('swarm', 0.0):.2f} of ${spend['budget:swarm']:.2f}, SWARM_BUDGET_USD).")
         paused = await self.board.paused()
         if task.kind in paused:
             return f"{task.id} is open, but its kind {task.kind} is paused; `swarm resume {task.kind}` hands it out."

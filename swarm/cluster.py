@@ -10,8 +10,9 @@ passes a key of the swarm as KEYS[1], so a script runs on the master that owns t
 stays atomic there. The keyless commands swarm sends (`TIME`, `WAIT`, `INFO`, `PING`) go to that
 same master (`home`): the board compares lease expiries stamped by that master's clock with that
 clock. `CLIENT LIST`, which presence reads, is answered per node: the client joins the lists of
-every master, so an agent counts as connected wherever its connections are. `FLUSHDB` and `SCAN`
-run on every master (redis-py's own routing).
+every master, so an agent counts as connected wherever its connections are. `FLUSHDB` and `SCRIPT
+LOAD` run on every master (redis-py's own routing); `SCAN` on the swarm's master only, where all its
+keys are, with one server's reply shape.
 
 **Waiting for a replica.** Replication is asynchronous: a master that dies can take its last
 acknowledged writes with it. `?wait_replicas=N&wait_ms=T` on the URL makes every script call (each
@@ -24,25 +25,15 @@ stop (or crawl) without a replica. Script calls queued in a caller's pipeline ar
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import secrets
-import shutil
-import signal
-import socket
-import subprocess
+import math
 import time
-from collections.abc import Generator, Iterable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator, Generator, Iterable, Sequence
 from typing import Any, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import anyio
 import redis.exceptions as rex
 import structlog
-from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
@@ -51,9 +42,8 @@ from redis.commands.core import AsyncScript
 from redis.crc import key_slot
 from redis.typing import EncodableT, KeyT
 
-from swarm.errors import BackendError, ConfigError, ServerError
+from swarm.errors import BackendError, ConfigError
 from swarm.keys import Keys
-from swarm.server import START_TIMEOUT_S, _answers, _read_pid, _tail, find_binary, process_alive
 
 log = structlog.get_logger("swarm.cluster")
 
@@ -62,6 +52,8 @@ RETRYABLE = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.Sl
 """What a failover looks like from a client: the old master is gone, or the cluster has not agreed
 on its successor yet. Retried with backoff; a refused login (`AuthenticationError`) never is."""
 WAIT_OPTIONS = ("wait_replicas", "wait_ms")
+SETTLE_S = 5.0
+"""How long after the cluster's masters changed `client_list` refuses to answer (see there)."""
 SHORT_PAUSE_S = 1.0
 """After a WAIT that came back short (a master left without replicas by a failover), script calls
 skip waiting this long: such a master costs one `wait_ms` per second, not one per transition."""
@@ -156,6 +148,8 @@ class SwarmCluster(RedisCluster):
         self.home_slot = home_slot(home)
         self.retries = retries
         self.replication = Replication()
+        self._masters: frozenset[str] = frozenset()
+        self._masters_changed = -math.inf
         self.sources: dict[str, Any] = {}
         """Script sources by SHA (`register_script`), for pipelines that meet NOSCRIPT."""
         self._options: tuple[tuple[Any, ...], dict[str, Any]] = (args, kwargs)
@@ -204,13 +198,46 @@ class SwarmCluster(RedisCluster):
 
     async def client_list(self, _type: str | None = None, client_id: list[EncodableT] | None = None,
                           **kwargs: Any) -> list[dict[str, str]]:
-        """The clients of every master, joined: an agent's connections may be on any of them."""
+        """The clients of every master, joined: an agent's connections may be on any of them. For
+        `SETTLE_S` after the masters changed (a failover), a BackendError (code TRYAGAIN) instead: the
+        agents' connections are still moving to the new master, and presence must not take a live
+        agent whose connections are on their way for a dead one."""
+        masters = frozenset(node.name for node in self.get_primaries())
+        if masters != self._masters:
+            self._masters_changed = time.monotonic() if self._masters else -math.inf
+            self._masters = masters
+        since = time.monotonic() - self._masters_changed
+        if since < SETTLE_S and "target_nodes" not in kwargs:
+            raise BackendError(f"Redis refused listing clients: the cluster's masters changed {since:.1f}s ago "
+                               f"(a failover); agents are reconnecting, so this look waits until {SETTLE_S:.0f}s "
+                               "have passed", code="TRYAGAIN")
         nodes = kwargs.pop("target_nodes", None) or self.get_primaries()
         replies: dict[str, list[dict[str, str]]] | list[dict[str, str]] = await super().client_list(
             _type, client_id or [], target_nodes=nodes, **kwargs)
         if isinstance(replies, list):  # one node answered
             return replies
         return [client for reply in replies.values() for client in reply]
+
+    async def scan(self, cursor: Any = 0, match: Any = None, count: int | None = None, _type: str | None = None,
+                   **kwargs: Any) -> Any:
+        """SCAN on the swarm's master only, with one server's reply `(cursor, keys)`: every key of the
+        swarm is there (`target_nodes` given: redis-py's own, a cursor per node)."""
+        if "target_nodes" in kwargs:
+            return await super().scan(cursor, match, count, _type, **kwargs)
+        cursors, keys = await super().scan(cursor, match, count, _type, target_nodes=self.get_default_node())
+        return int(next(iter(cursors.values()))) if isinstance(cursors, dict) else int(cursors), keys
+
+    async def scan_iter(  # type: ignore[override]  # (redis-py types it as a sync iterator)
+        self, match: Any = None, count: int | None = None, _type: str | None = None, **kwargs: Any,
+    ) -> AsyncIterator[Any]:
+        """Every key `scan` finds, on the swarm's master."""
+        cursor = 0
+        while True:
+            cursor, keys = await self.scan(cursor, match, count, _type, **kwargs)
+            for key in keys:
+                yield key
+            if not cursor:
+                return
 
     def register_script(self, script: Any) -> AsyncScript:  # type: ignore[override]  # (redis-py's is too)
         """`script` as an AsyncScript, its source kept by SHA so that a pipeline can load it on a
@@ -298,186 +325,3 @@ async def server_mode(redis: Redis) -> str:
     fields = reply if isinstance(reply, dict) else dict(zip(reply[::2], reply[1::2], strict=True))
     mode = fields.get(b"mode", fields.get("mode", b"standalone"))
     return mode.decode() if isinstance(mode, bytes) else str(mode)
-
-
-# --- a local cluster, for tests, drills and trying it out -----------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class ClusterState:
-    """What `cluster.json` records about a running local cluster."""
-
-    ports: tuple[int, ...]
-    pids: tuple[int, ...]
-    binary: str
-
-    @property
-    def url(self) -> str:
-        """A redis:// URL of one node; the client finds the others."""
-        return f"redis://127.0.0.1:{self.ports[0]}"
-
-
-class LocalCluster:
-    """A throwaway cluster on this machine under `root`: `masters` masters with `replicas` replicas
-    each, started from the same server binary as the embedded server, on free loopback ports (each
-    node also takes its port + 10000 for the cluster bus), without persistence. A master that stops
-    answering for `node_timeout_ms` is failed over to its replica."""
-
-    def __init__(self, root: Path, *, masters: int = 3, replicas: int = 1, node_timeout_ms: int = 1000) -> None:
-        self.root = root.resolve()
-        self.masters = masters
-        self.replicas = replicas
-        self.node_timeout_ms = node_timeout_ms
-        self._state_file = self.root / "cluster.json"
-
-    def status(self) -> ClusterState | None:
-        """The running cluster, or None when it is not recorded or a node has stopped."""
-        try:
-            data = json.loads(self._state_file.read_text())
-            state = ClusterState(tuple(data["ports"]), tuple(data["pids"]), str(data["binary"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        return state if all(process_alive(pid) for pid in state.pids) else None
-
-    def up(self) -> ClusterState:
-        """The running cluster, or a new one once every node agrees the cluster is ok and every
-        replica is in sync with its master (so a failover can happen at once)."""
-        state = self.status()
-        if state is not None:
-            return state
-        self.down()  # what a half-started or half-dead earlier cluster left
-        binary = find_binary()
-        cli = str(Path(binary).with_name("valkey-cli"))
-        if not os.access(cli, os.X_OK):
-            cli = shutil.which("valkey-cli") or shutil.which("redis-cli") or cli
-        count = self.masters * (1 + self.replicas)
-        ports = _free_cluster_ports(count)
-        pids = tuple(self.start_node(binary, port) for port in ports)
-        state = ClusterState(ports, pids, binary)
-        self._state_file.write_text(json.dumps({"ports": ports, "pids": pids, "binary": binary}))
-        created = subprocess.run(
-            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
-             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
-            stdin=subprocess.DEVNULL, capture_output=True, check=False, timeout=60,
-        )
-        if created.returncode != 0:
-            self.down()
-            raise ServerError(f"{cli} --cluster create failed: {created.stdout.decode()[-400:]}"
-                              f"{created.stderr.decode()[-400:]}")
-        self.wait_ok(ports, count)
-        return state
-
-    def start_node(self, binary: str, port: int) -> int:
-        """Start (or restart, with the node's saved cluster config) the node on `port`: its pid."""
-        folder = self.root / str(port)
-        folder.mkdir(parents=True, exist_ok=True)
-        pidfile = folder / "valkey.pid"
-        pidfile.unlink(missing_ok=True)
-        subprocess.run(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder), "--cluster-enabled", "yes",
-             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", str(self.node_timeout_ms),
-             # A replica fails over however long it was cut off: the drills want a failover every time.
-             "--cluster-replica-validity-factor", "0", "--repl-ping-replica-period", "1",
-             "--appendonly", "no", "--save", "",
-             "--protected-mode", "yes", "--daemonize", "yes", "--pidfile", str(pidfile),
-             "--logfile", str(folder / "valkey.log")],
-            stdin=subprocess.DEVNULL, capture_output=True, check=True, timeout=START_TIMEOUT_S,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            pid = _read_pid(pidfile)
-            if pid and _answers(port):
-                return pid
-            time.sleep(0.02)
-        raise ServerError(f"cluster node on port {port} did not start; its log ends: {_tail(folder / 'valkey.log')}")
-
-    def wait_ok(self, ports: Sequence[int], count: int, timeout: float = 30.0) -> None:
-        """Wait until every node in `ports` says the cluster is ok and knows `count` nodes, and
-        every replica's link to its master is up."""
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            last = ""
-            for port in ports:
-                info = _info(port, "CLUSTER INFO") + _info(port, "INFO replication")
-                # Every node must also list every replica to clients (CLUSTER SLOTS), which it does once
-                # the replica has had data (a write, or the master's ping: each second, see start_node).
-                replicas = _replicas_listed(port)
-                if ("cluster_state:ok" not in info or f"cluster_known_nodes:{count}" not in info
-                        or replicas != count - self.masters
-                        or ("role:slave" in info and "master_link_status:up" not in info)):
-                    last = f"node {port}: " + " ".join(line for line in info.splitlines()
-                                                       if line.startswith(("cluster_state", "cluster_known",
-                                                                           "role", "master_link")))
-                    break
-            if not last:
-                return
-            time.sleep(0.1)
-        raise ServerError(f"local cluster under {self.root} not ready within {timeout:.0f}s: {last}")
-
-    def down(self, timeout: float = 10.0) -> bool:
-        """Stop every node (SIGTERM, then SIGKILL) and forget the cluster; False if none was recorded."""
-        try:
-            pids = [int(p) for p in json.loads(self._state_file.read_text())["pids"]]
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while any(process_alive(pid) for pid in pids) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        for pid in pids:
-            if process_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        self._state_file.unlink(missing_ok=True)
-        for folder in self.root.iterdir():
-            if folder.is_dir() and folder.name.isdigit():
-                shutil.rmtree(folder, ignore_errors=True)
-        return True
-
-
-def _info(port: int, command: str) -> str:
-    """The text reply of `command` on the node at `port` ("" when it does not answer)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(" ".join(command.split()).encode() + b"\r\n")
-            reply = sock.makefile("rb")
-            head = reply.readline()
-            return reply.read(int(head[1:])).decode() if head.startswith(b"$") else ""
-    except (OSError, ValueError):
-        return ""
-
-
-def _replicas_listed(port: int) -> int:
-    """How many replicas the node at `port` lists in CLUSTER SLOTS (-1 when it does not answer)."""
-    try:
-        with SyncRedis(port=port, socket_timeout=1) as node:
-            return sum(len(entry) - 3 for entry in node.execute_command("CLUSTER SLOTS"))
-    except rex.RedisError:
-        return -1
-
-
-def _free_cluster_ports(count: int) -> tuple[int, ...]:
-    """`count` ports whose cluster-bus ports (+10000) are free too."""
-    chosen: list[int] = []
-    while len(chosen) < count:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port + 10000 > 65535:
-            # The kernel's ephemeral range is high; pick from a low range then, checking both ports.
-            port = secrets.randbelow(20000) + 20000
-        if port in chosen or not all(_bindable(p) for p in (port, port + 10000)):
-            continue
-        chosen.append(port)
-    return tuple(chosen)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True

@@ -71,6 +71,10 @@ class Forbidden(SwarmError):
     made by `swarm acl add`), or do what only a captain may."""
 
 
+class OverBudget(SwarmError):
+    """Raised when reported usage put a task over its own budget: it has failed, stop working on it."""
+
+
 class NotLeader(SwarmError):
     """Raised when a captain that lost (or never had) the leader lease tries to assign."""
 
@@ -78,6 +82,22 @@ class NotLeader(SwarmError):
 class CommandFailed(SwarmError):
     """Raised by the command handler (`cmd:` cards) when its command is not found, exits non-zero or
     times out; the agent turns it into a task failure."""
+
+
+class WorkspaceError(SwarmError):
+    """Raised when a task's git worktree cannot be made or its changes cannot be committed (the folder
+    is not in a git repository, git is not installed, a git command fails): at start-up it says why
+    worktrees cannot be used; during a task, the agent fails the task with it."""
+
+
+class VerificationFailed(SwarmError):
+    """Raised when the verifier (a card's `verify`) exits non-zero or runs past its timeout after the
+    handler finished: the task fails with the tail of its output (the retry policy applies)."""
+
+
+class HandlerFailed(SwarmError):
+    """Raised when a handler running in a task's worktree fails after it changed files: the changes
+    are committed on the task's branch, and the message names it besides the handler's own error."""
 
 
 class Unauthorized(SwarmError):

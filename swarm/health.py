@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
-from swarm.board import STATES, TERMINAL
+from swarm.board import STATES, TERMINAL, Board
 from swarm.captain import Leader
 from swarm.connection import doing, text
+from swarm.inbox import GROUP_PREFIX as MAIL_GROUPS
 from swarm.keys import Keys
 from swarm.protocol import now_ms
 from swarm.registry import Registry
@@ -39,6 +40,11 @@ class Group:
     pending: int
     lag: int | None
     """Entries not yet delivered to the group; None when Redis cannot tell (after deletions)."""
+    stalled: bool = False
+    """It holds entries (pending, or not yet delivered) and no consumer reads it: it has none, or none
+    has read for `reclaim_idle_ms`. What a reader that died for good leaves, such as the group of a
+    `swarm tail` killed before tail stopped reading through groups. Never said of the mail groups
+    (`inbox-reader:*`): those are read at an agent's turn boundaries, not continuously."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,8 @@ class Snapshot:
     """scope (agent, swarm) -> {"open", "closed", "coalesced"}: signals kept and the messages they stand for."""
     lifecycle: dict[str, float] = field(default_factory=dict)
     """created -> done seconds of the last `RECENT_DONE` finished tasks: n, p50, p95, max (when asked for)."""
+    spend: dict[str, float] = field(default_factory=dict)
+    """Reported spend and budgets: `swarm`, `agent:<name>`, `tokens:...` and `budget:...` (Board.spend)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (`swarm stats --json`)."""
@@ -123,6 +131,7 @@ class Census:
             agents=liveness, leader=leader, streams=streams, groups=groups,
             dead_letters=next((s.length for s in streams if s.stream == "dlq"), 0), expired_leases=expired,
             signals=await self._signals(), lifecycle=await self._lifecycle() if lifecycle else {},
+            spend=await Board(self.redis, self.settings).spend(),
         )
 
     async def _by_kind(self, live_ids: dict[str, list[str]]) -> dict[str, dict[str, int]]:
@@ -166,7 +175,24 @@ class Census:
                 lag = g.get("lag")
                 groups.append(Group(short, text(g["name"]), int(g["consumers"]), int(g["pending"]),
                                     None if lag is None else int(lag)))
-        return streams, groups
+        return streams, await self._stalled(groups)
+
+    async def _stalled(self, groups: list[Group]) -> list[Group]:
+        """`groups`, those that hold entries no consumer reads marked `stalled`: a consumer's `idle`
+        is the time since it last tried to read, which a live one's blocking reads keep short."""
+        holding = [g for g in groups if (g.pending or g.lag != 0) and not g.group.startswith(MAIL_GROUPS)]
+        asked = [g for g in holding if g.consumers]
+        with doing("reading consumer idle times"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for g in asked:
+                    pipe.xinfo_consumers(self.keys.stream(g.stream), g.group)
+                rows = await pipe.execute(raise_on_error=False) if asked else []
+        idle = self.settings.reclaim_idle_ms
+        stalled = {(g.stream, g.group) for g in holding if not g.consumers}
+        for g, consumers in zip(asked, rows, strict=True):
+            if not isinstance(consumers, Exception) and all(int(c["idle"]) >= idle for c in consumers):
+                stalled.add((g.stream, g.group))
+        return [replace(g, stalled=True) if (g.stream, g.group) in stalled else g for g in groups]
 
     async def _signals(self) -> dict[str, dict[str, int]]:
         """Kept repetition signals per scope, and the messages they stand for (their counts).
@@ -244,10 +270,19 @@ def checks(snap: Snapshot, limits: Limits) -> list[Check]:
     else:
         out.append(Check("agents", "ok", summary))
     behind = [g for g in snap.groups if g.lag is not None and g.lag > limits.max_lag]
+    stalled = [g for g in snap.groups if g.stalled]
     if behind:
         worst = max(behind, key=lambda g: g.lag or 0)
         out.append(Check("lag", "fail", f"group {worst.group} on {worst.stream} is {worst.lag} entries behind "
                                         f"(limit {limits.max_lag}); is its consumer running?"))
+    elif stalled:
+        worst = max(stalled, key=lambda g: (g.lag or 0) + g.pending)
+        more = f" ({len(stalled) - 1} more group(s) likewise)" if len(stalled) > 1 else ""
+        lag = "?" if worst.lag is None else worst.lag
+        out.append(Check("lag", "warn", f"group {worst.group} on {worst.stream} is {lag} entries behind with "
+                                        f"{worst.pending} pending, and no consumer reads it{more}; if its reader "
+                                        "is gone for good, remove the group: XGROUP DESTROY "
+                                        f"{Keys(snap.swarm).stream(worst.stream)} {worst.group}"))
     else:
         most = max((g.lag or 0 for g in snap.groups), default=0)
         pending = sum(g.pending for g in snap.groups)

@@ -149,6 +149,16 @@ class Keys:
         return f"{self.prefix}identity:{agent}"
 
     @property
+    def budget(self) -> str:
+        """Hash: budgets in USD: `swarm` (SWARM_BUDGET_USD), `agent:<name>` (a card's budget_usd)."""
+        return self.prefix + "budget"
+
+    @property
+    def spend(self) -> str:
+        """Hash: USD and tokens reported spent: `swarm`, `agent:<name>`, `tokens:swarm`, `tokens:agent:<name>`."""
+        return self.prefix + "spend"
+
+    @property
     def paused(self) -> str:
         """Set: task kinds no claim or assignment hands out (`swarm pause KIND`)."""
         return self.prefix + "paused"

@@ -132,12 +132,17 @@ def _work_tools(server: MCPServer, session: Session) -> None:
     async def report_progress(
         task_id: TaskIdArg, token: TokenArg,
         text: Annotated[str, Field(description="One line on how it is going, e.g. 'tests pass, writing docs'.")],
+        tokens: Annotated[int, Field(description="Model tokens used since your last report (0 if unknown).",
+                                     ge=0)] = 0,
+        usd: Annotated[float, Field(description="Dollars spent since your last report (0 if unknown).", ge=0)] = 0.0,
     ) -> dict[str, Any]:
         """Say how your task is going; everyone following the swarm sees it. Call it now and then on
-        long work. Returns the task (its lease extended). Refused if the task is no longer yours."""
+        long work, with the tokens and dollars used since your last report: budgets are enforced on
+        them, and a task that goes over its own budget fails (you get an error saying so: stop then).
+        Returns the task (its lease extended). Refused if the task is no longer yours."""
         with _as_tool_errors():
             session.check()
-            task = await say_progress(board, session.bus, task_id, token, text, agent=name)
+            task = await say_progress(board, session.bus, task_id, token, text, agent=name, tokens=tokens, usd=usd)
         return _task(task)
 
 

@@ -252,6 +252,8 @@ class BoardFigures(Collector):
                                  labels=["scope"])
         coalesced = GaugeMetricFamily("swarm_messages_coalesced", "Messages that kept signals stand for "
                                       "(chatter the captain saw once, as a signal), by scope.", labels=["scope"])
+        spent = GaugeMetricFamily("swarm_spend_usd", "Dollars reported spent (swarm, agent:<name>).", labels=["scope"])
+        budget = GaugeMetricFamily("swarm_budget_usd", "Budgets in dollars (swarm, agent:<name>).", labels=["scope"])
         if s is not None:
             for state, n in s.tasks.items():
                 tasks.add_metric([state], n)
@@ -274,8 +276,13 @@ class BoardFigures(Collector):
                 open_signals.add_metric([scope], figures["open"])
                 kept.add_metric([scope], figures["open"] + figures["closed"])
                 coalesced.add_metric([scope], figures["coalesced"])
+            for scope, usd in s.spend.items():
+                if scope.startswith("budget:"):
+                    budget.add_metric([scope.removeprefix("budget:")], usd)
+                elif not scope.startswith("tokens:"):
+                    spent.add_metric([scope], usd)
         yield from (tasks, by_kind, agents, leader, epoch, length, added, lag, pending, dead, expired, open_signals,
-                    kept, coalesced)
+                    kept, coalesced, spent, budget)
 
 
 class Exporter:

@@ -11,13 +11,21 @@ from __future__ import annotations
 
 from swarm.board import Board, Task
 from swarm.bus import Bus
+from swarm.errors import OverBudget
 from swarm.protocol import StatusBody, message
 
 
-async def report_progress(board: Board, bus: Bus, task_id: str, token: int, text: str, *, agent: str) -> Task:
-    """Heartbeat `task_id` as its owner `agent` with `token`, then say `text` about it; the task, its
-    lease extended. A refused heartbeat (stale token, another owner, a finished task) says nothing."""
+async def report_progress(board: Board, bus: Bus, task_id: str, token: int, text: str, *, agent: str,
+                          tokens: int = 0, usd: float = 0.0) -> Task:
+    """Heartbeat `task_id` as its owner `agent` with `token`, report what it used (`tokens`, `usd`, held
+    against the budgets), then say `text` about it; the task, its lease extended. A refused heartbeat
+    (stale token, another owner, a finished task) says nothing; a task that went over its own budget
+    has failed, and OverBudget says so."""
     said = message(StatusBody(text=text, state="working", task_id=task_id), sender=agent)  # checked first
     task = await board.heartbeat(task_id, token, agent=agent)
+    if tokens or usd:
+        task, over = await board.usage(task_id, token, agent=agent, tokens=tokens, usd=usd)
+        if over:
+            raise OverBudget(f"{task_id} went over its budget and failed: {task.reason}; stop working on it")
     await bus.publish(said)
     return task

@@ -44,6 +44,8 @@ class AgentCard(BaseModel):
     pid: int = Field(default_factory=os.getpid)
     started_at: int = Field(default_factory=now_ms)
     instance: str = ""
+    budget_usd: float | None = Field(None, ge=0, description="The most this agent may spend (USD); the board "
+                                                            "hands it nothing more once it has.")
     connection: str = ""
     """The name (CLIENT SETNAME) of this instance's connections: while none is open, the instance is
     dead and its tasks go back to the board (see `swarm.presence`). Empty: leases alone tell."""

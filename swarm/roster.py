@@ -40,6 +40,7 @@ class RosterCard(BaseModel):
     roles: tuple[str, ...] = ()
     captain: bool = False
     grace_s: float = Field(10.0, ge=0)
+    budget_usd: float | None = Field(None, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
     path: Path = Field(Path(), exclude=True)
 
@@ -68,7 +69,7 @@ class RosterCard(BaseModel):
     def agent_card(self) -> AgentCard:
         """The registry card for this agent."""
         return AgentCard(name=self.name, capabilities=self.capabilities, roles=self.roles,
-                         concurrency=self.concurrency)
+                         concurrency=self.concurrency, budget_usd=self.budget_usd)
 
 
 def load_card(path: Path) -> RosterCard:

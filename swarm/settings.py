@@ -66,6 +66,8 @@ class Settings(BaseSettings):
         2.0, gt=0, description="Agent heartbeat period (at most lease_s / 3); stale after 3, gone after 15."
     )
     leader_lease_s: float = Field(5.0, gt=0, description="Captain leader lease; a standby takes over after it.")
+    budget_usd: float | None = Field(None, ge=0, description="The swarm's budget in USD (reported usage): once "
+                                                             "spent, no task is claimed or assigned.")
     keep_done: float = Field(7 * 86_400, gt=0, description="Finished tasks (done, failed, cancelled) and their "
                                                              "history are removed this long after they finished.")
     presence: bool = Field(True, description="Reap agents whose connections closed (seconds, not a lease); "

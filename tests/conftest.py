@@ -15,8 +15,8 @@ import pytest
 from redis.asyncio import Redis
 
 from swarm.bus import Bus
-from swarm.cluster import LocalCluster
 from swarm.connection import open_redis
+from swarm.localcluster import LocalCluster
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
 

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import anyio
+import anyio.abc
 import pytest
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from swarm.agent import Agent, Context, Handler
 from swarm.board import Board, Task, TaskSpec
 from swarm.captain import Captain
+from swarm.connection import open_redis
 from swarm.errors import CommandFailed, ConfigError, StaleToken
 from swarm.handlers import load_handler
 from swarm.handlers.command import CommandHandler
@@ -367,3 +372,88 @@ async def test_a_stopping_agent_leaves_before_it_gives_work_back_so_none_comes_b
     assert events[-1] == ("released", None)
     assert events.count(("assigned", "a1")) == 1
     assert (await board.get(task.id)).state == "open"
+
+
+async def test_a_failure_report_that_meets_a_lost_connection_is_retried(redis: Redis, fast: Settings) -> None:
+    # The handler fails just as the network between the agent and Redis goes down: the failure is
+    # the work's outcome, so it is reported once the network is back, like a completion would be.
+    board = Board(redis, fast)
+    task, _ = await board.create(TaskSpec(kind="work", title="bad input", max_attempts=1))
+    async with link_to(str(fast.redis_url)) as link:
+        cut = fast.model_copy(update={"redis_url": link.url, "connect_retries": 0, "lease_s": 30.0,
+                                      "presence": False})
+
+        async def handler(task: Task, ctx: Context) -> str:
+            link.cut()
+            raise ValueError("cannot handle bad input")
+
+        with capture_logs() as logs:
+            async with open_redis(cut) as own:
+                agent = Agent(own, cut, AgentCard(name="a1", capabilities=("work",)), handler, claim=False)
+                async with running(agent):
+                    await board.assign(task.id, "a1", instance=agent.instance)
+                    retried = "cannot reach Redis to report a task failed; retrying"
+                    await eventually(lambda: _true(any(line["event"] == retried for line in logs)))
+                    link.mend()
+                    failed = await eventually(lambda: _in_state(board, task.id, "failed"))
+    assert failed.reason == "ValueError: cannot handle bad input"
+    assert agent.failed == 1
+    [first] = [line for line in logs if line["event"] == retried][:1]
+    assert (first["task"], first["log_level"], first["error"].startswith("Redis unreachable while ")) == (
+        task.id, "warning", True)
+    assert not [line for line in logs if line["event"] in ("task could not be started", "failure report refused")]
+
+
+class Link:
+    """A TCP link to the test server that a test can cut and mend: a network partition between one
+    client and a real Redis (no fake one). Cut, it drops every connection through it and closes new
+    ones as they open."""
+
+    def __init__(self, host: str, port: int, url: str) -> None:
+        self.host, self.port, self.url = host, port, url
+        self.up = True
+        self._open: set[anyio.CancelScope] = set()
+
+    def cut(self) -> None:
+        self.up = False
+        for scope in self._open:
+            scope.cancel()
+
+    def mend(self) -> None:
+        self.up = True
+
+    async def serve(self, client: anyio.abc.SocketStream) -> None:
+        async with client:
+            if not self.up:
+                return
+            with anyio.CancelScope() as scope, contextlib.suppress(OSError):
+                self._open.add(scope)
+                try:
+                    async with await anyio.connect_tcp(self.host, self.port) as server, \
+                            anyio.create_task_group() as tg:
+                        tg.start_soon(_pipe, client, server, scope)
+                        tg.start_soon(_pipe, server, client, scope)
+                finally:
+                    self._open.discard(scope)
+
+
+async def _pipe(source: anyio.abc.SocketStream, sink: anyio.abc.SocketStream, scope: anyio.CancelScope) -> None:
+    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+        async for chunk in source:
+            await sink.send(chunk)
+    scope.cancel()  # one side closed: close the other
+
+
+@asynccontextmanager
+async def link_to(url: str) -> AsyncIterator[Link]:
+    """A `Link` to the server at `url`; its own `url` is the one to connect through."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert parts.port is not None
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610  (anyio's typed attribute, not Django)
+    link = Link(parts.hostname, parts.port, f"redis://127.0.0.1:{port}{parts.path}")
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, link.serve)
+        yield link
+        tg.cancel_scope.cancel()

@@ -289,10 +289,17 @@ def child_env(env: dict[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in {**os.environ, **env}.items() if v is not None}
 
 
-async def reading(redis: Redis, proc: anyio.abc.Process) -> None:
-    """Wait until the process has sent its first read: from then on, whatever is added reaches it."""
+async def client_ids(redis: Redis) -> set[str]:
+    """The ids of the server's clients now."""
+    return {c["id"] for c in await redis.client_list()}
+
+
+async def reading(redis: Redis, proc: anyio.abc.Process, others: set[str]) -> None:
+    """Wait until the process (a client not among `others`) has sent its first read: from then on,
+    whatever is added reaches it."""
     with anyio.fail_after(20):
-        while not any(c.get("cmd") in ("xread", "xreadgroup") for c in await redis.client_list()):
+        while not any(c["id"] not in others and c.get("cmd") in ("xread", "xreadgroup")
+                      for c in await redis.client_list()):
             assert proc.returncode is None, "swarm tail exited early"
             await anyio.sleep(0.02)
 
@@ -302,9 +309,10 @@ async def test_garbage_xadded_while_tail_follows_is_shown_as_such_and_tail_goes_
 ) -> None:
     await bus.publish(message(ChatBody(text="old"), sender="agent-1"))  # before tail starts: not shown
     cmd = [*swarm_command(), "tail", "--count", "4", "--json"]
+    others = await client_ids(redis)
     with anyio.fail_after(30):
         async with await anyio.open_process(cmd, env=child_env(env)) as proc:
-            await reading(redis, proc)
+            await reading(redis, proc, others)
             await bus.publish(message(ChatBody(text="before"), sender="agent-1"))
             # What `redis-cli XADD 'swarm:{test}:bus' '*' m 'not json'` does: the documented layout,
             # a garbage payload.
@@ -331,9 +339,10 @@ async def test_a_tail_killed_with_sigterm_leaves_nothing_behind(
 ) -> None:
     await bus.publish(message(ChatBody(text="hello"), sender="agent-1"))
     before = await snapshot(redis)
+    others = await client_ids(redis)
     with anyio.fail_after(30):
         async with await anyio.open_process([*swarm_command(), "tail"], env=child_env(env)) as proc:
-            await reading(redis, proc)
+            await reading(redis, proc, others)
             await bus.publish(message(ChatBody(text="seen"), sender="agent-1"))
             await anyio.sleep(0.2)  # it reads and shows that one
             proc.terminate()  # SIGTERM: no finally block runs, so nothing may need cleaning up

@@ -145,11 +145,36 @@ def test_health_limits_agents_lag_and_dead_letters(cli: Cli, settings: Settings)
     result = cli("health", "--json", "--max-dead-letters", "0", "--min-agents", "2")
     assert result.exit_code == 1
     found = checks(result)
-    assert found["lag"][0] == "ok"
+    assert found["lag"] == ("warn", "group slow on bus is 5 entries behind with 0 pending, and no consumer reads it; "
+                                    "if its reader is gone for good, remove the group: XGROUP DESTROY "
+                                    "swarm:{test}:bus slow")
     assert found["dead_letters"] == ("fail", "1 dead letter(s); `swarm dlq list` shows them (limit 0)")
     assert found["agents"] == ("fail", "1 alive, 0 stale, 0 gone; at least 2 must be alive: start one with "
                                        "`swarm agent run --name NAME --can CAPS`")
     assert cli("health", "--json").exit_code == 0  # one dead letter only warns by default
+
+
+def test_health_warns_of_a_group_that_holds_entries_no_consumer_reads(cli: Cli, settings: Settings) -> None:
+    healthy_swarm(settings)
+
+    async def dead_reader(redis: Redis) -> None:
+        # What a `swarm tail` killed by SIGTERM left before tail read without a group: a group whose
+        # one consumer read once and never again, while the stream goes on.
+        bus = Bus(redis, settings)
+        await redis.xgroup_create(bus.keys.bus, "tail-01OLD", id="$", mkstream=True)
+        await bus.publish(message(StatusBody(text="read"), sender="a1"))
+        await redis.xreadgroup("tail-01OLD", "tail", {bus.keys.bus: ">"}, count=1)
+        await bus.publish_many([message(StatusBody(text=f"n{i}"), sender="a1") for i in range(3)])
+
+    sync(settings, dead_reader)
+    # Its consumer read a moment ago: within reclaim_idle_ms (30 s) it may be a live one.
+    assert checks(cli("health", "--json"))["lag"] == ("ok", "at most 3 entries behind, 1 pending")
+    anyio.run(anyio.sleep, 0.3)
+    result = cli("health", "--json", env={"SWARM_RECLAIM_IDLE_MS": "200"})
+    assert result.exit_code == 0  # a warning: the swarm works, but something reads nothing
+    assert checks(result)["lag"] == (
+        "warn", "group tail-01OLD on bus is 3 entries behind with 1 pending, and no consumer reads it; if its "
+                "reader is gone for good, remove the group: XGROUP DESTROY swarm:{test}:bus tail-01OLD")
 
 
 def test_stats_json_and_table(cli: Cli, settings: Settings) -> None:

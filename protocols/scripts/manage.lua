@@ -44,6 +44,8 @@ local CLAIM_SCAN = 1000
 --   presence_lock             presence:lock
 --   paused                    paused
 --   identity                  identity:<agent>
+--   budget                    budget
+--   spend                     spend
 --   leader                    captain:leader
 --   epoch                     captain:epoch
 --  repetition detection (repetition_observe.lua is passed these in KEYS)
@@ -492,6 +494,23 @@ local function events_tip()
   return last[1][1]
 end
 
+-- Budgets a program enforces: `budget` holds the limits in USD (field `swarm`: SWARM_BUDGET_USD;
+-- `agent:<name>`: a card's budget_usd), `spend` what was reported spent (same fields, and `tokens:...`).
+-- Once a limit is reached, nothing more is handed out under it: the reason, or nil.
+local function budget_stop(agent)
+  local limits = redis.call('HMGET', key('budget'), 'swarm', 'agent:' .. agent)
+  if not limits[1] and not limits[2] then return nil end
+  local spent = redis.call('HMGET', key('spend'), 'swarm', 'agent:' .. agent)
+  local function over(i) return limits[i] and tonumber(spent[i] or '0') >= tonumber(limits[i]) end
+  if over(1) then
+    return 'the swarm has spent its budget ($' .. (spent[1] or '0') .. ' of $' .. limits[1] .. ', SWARM_BUDGET_USD)'
+  end
+  if over(2) then
+    return agent .. ' has spent its budget ($' .. (spent[2] or '0') .. ' of $' .. limits[2] .. ', its card\'s budget_usd)'
+  end
+  return nil
+end
+
 -- The kinds `swarm pause` stopped (kind -> true): no claim or assignment hands out their tasks.
 local function paused_kinds()
   local out = {}
@@ -505,6 +524,8 @@ end
 -- it took fewer than `count` (nil otherwise).
 local function claim_ready(agent, caps, lease_ms, count, speak)
   reclaim_expired(100)
+  local stopped = budget_stop(agent)
+  if stopped then return {}, events_tip(), stopped end
   local can, any = {}, false
   for cap in string.gmatch(caps, '[^,]+') do
     if cap == '*' then any = true end
@@ -592,6 +613,8 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
     if t.state == 'assigned' or t.state == 'running' then hint = '; use reassign to move it' end
     return nil, err('illegal', 'task ' .. id .. ' is ' .. t.state .. (t.owner ~= '' and (' by ' .. t.owner) or '') ..
       ', not open' .. hint)
+  elseif budget_stop(agent) then
+    return nil, err('not_ready', 'task ' .. id .. ' cannot go to ' .. agent .. ': ' .. budget_stop(agent))
   elseif redis.call('SISMEMBER', key('paused'), t.kind) == 1 then
     return nil, err('not_ready', 'task ' .. id .. ' is of kind ' .. t.kind .. ', which is paused; `swarm resume ' ..
       t.kind .. '` lets it be assigned')
@@ -649,6 +672,10 @@ local function check_spec(spec)
     end
     spec[name] = v
   end
+  if spec.budget_usd == nil then spec.budget_usd = 0 end
+  if type(spec.budget_usd) ~= 'number' or spec.budget_usd < 0 then
+    return nil, err('invalid', 'task field budget_usd must be a number of dollars, 0 or more (0: no budget)')
+  end
   if spec.caps == '' then spec.caps = spec.kind end
   if spec.deps == nil then spec.deps = {} end
   if type(spec.deps) ~= 'table' then return nil, err('invalid', 'task field deps must be an array of task ids') end
@@ -682,9 +709,10 @@ local function create_task(spec)
     key = spec.key, evidence = spec.evidence, deps = table.concat(deps, ','), caps = spec.caps, files = spec.files,
     state = 'open', owner = '', token = '0', attempts = '0', max_attempts = tostring(spec.max_attempts),
     lease_until = '0', not_before = string.format('%.0f', spec.not_before), deps_left = tostring(deps_left),
-    created = tostring(NOW), result = '', reason = ''}
+    created = tostring(NOW), result = '', reason = '', budget_usd = tostring(spec.budget_usd)}
   save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'caps', 'files', 'state', 'owner',
-    'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason')
+    'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason',
+    'budget_usd')
   index('ZADD', key('state:', 'open'), NOW, id)
   index('ZADD', key('tasks'), NOW, id)
   if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end

@@ -129,6 +129,17 @@ def render(snap: Snapshot, rates: dict[str, float] | None = None) -> Group:
                 ("?" if g.lag is None else str(g.lag)) if g else "", str(g.pending) if g else "",
             )
     parts: list[Any] = [head, board, streams]
+    if snap.spend:
+        line = f"spent: ${snap.spend.get('swarm', 0):.2f}"
+        if "budget:swarm" in snap.spend:
+            line += f" of a ${snap.spend['budget:swarm']:.2f} budget"
+        line += f", {int(snap.spend.get('tokens:swarm', 0)):,} tokens"
+        agents = sorted(k.removeprefix("agent:") for k in snap.spend if k.startswith("agent:"))
+        if agents:
+            line += "; " + ", ".join(f"{safe(a)} ${snap.spend['agent:' + a]:.2f}" + (
+                f"/${snap.spend['budget:agent:' + a]:.2f}" if "budget:agent:" + a in snap.spend else "")
+                for a in agents)
+        parts.append(Text(line))
     sig = snap.signals
     parts.append(Text(f"signals: {sig['agent']['open']} open / {sig['agent']['open'] + sig['agent']['closed']} kept "
                       f"per agent, {sig['swarm']['open']} open swarm-wide; "

@@ -130,6 +130,8 @@ def create(
                                               show_default=False)] = None,
     at: Annotated[str | None, typer.Option("--at", help="Ready only from this time: 2026-12-01T09:00 (ISO 8601).",
                                            show_default=False)] = None,
+    budget_usd: Annotated[float, typer.Option(
+        "--budget-usd", min=0, help="The most it may spend (reported usage); past it, it fails. 0: none.")] = 0.0,
     source: Annotated[str | None, typer.Option("--from", help="Create many: a file of JSON lines, one task spec "
                                                 "each (`-`: stdin).", show_default=False)] = None,
     as_json: AsJson = False,
@@ -150,7 +152,7 @@ def create(
     spec = _spec(kind=check_kind(kind), title=title, body=_text_arg(body), priority=priority, key=key,
                  blocked_by=tuple(check_id(i) for i in csv(blocked_by)), caps=tuple(check_caps(can)),
                  files=tuple(files or ()), evidence=tuple(csv(evidence)), max_attempts=max_attempts,
-                 not_before=not_before)
+                 not_before=not_before, budget_usd=budget_usd)
     t, created = with_board(lambda b: b.create(spec))
     if created:
         line = f"created {t.id} ({safe(t.kind)}, priority {t.priority}): {safe(t.title)}"
@@ -456,9 +458,12 @@ def progress(
     text: Annotated[str, typer.Option("--text", help="How it is going, in a line; `-` reads it from stdin.",
                                       show_default=False)],
     agent: Owner = "",
+    tokens: Annotated[int, typer.Option("--tokens", min=0, help="Model tokens used since the last report.")] = 0,
+    usd: Annotated[float, typer.Option("--usd", min=0, help="Dollars spent since the last report.")] = 0.0,
     as_json: AsJson = False,
 ) -> None:
-    """Say how your task is going: a status message naming it, and a heartbeat (the lease is extended)."""
+    """Say how your task is going: a status message naming it, and a heartbeat (the lease is extended);
+    with --tokens/--usd, what it used (held against the task's, your and the swarm's budgets)."""
     check_id(task_id)
     owner = _owner(agent)
     said = _text_arg(text)
@@ -466,7 +471,8 @@ def progress(
     async def go(bus: Bus) -> Task:
         from swarm.progress import report_progress  # noqa: PLC0415
 
-        return await report_progress(Board(bus.redis, bus.settings), bus, task_id, token, said, agent=owner)
+        return await report_progress(Board(bus.redis, bus.settings), bus, task_id, token, said, agent=owner,
+                                     tokens=tokens, usd=usd)
 
     t = run_with_bus(go)
     _report(t, as_json, f"{t.id} progress: {safe(said)} (lease {seconds_left(t.lease_until)} left)")

@@ -10,6 +10,6 @@ local forbidden = check_caller(ARGV[4])
 if forbidden then return forbidden end
 local bad = invalid_numbers(6, 'lease ms', 7, 'count')
 if bad then return bad end
-local claimed, tip = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
-if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = tip}) end
+local claimed, tip, stopped = claim_ready(ARGV[4], ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8] == '1')
+if #claimed == 0 then return cjson.encode({ok = true, empty = true, tip = tip, budget = stopped}) end
 return cjson.encode({ok = true, tasks = claimed, tip = tip})

@@ -10,5 +10,12 @@ if forbidden then return forbidden end
 local agent, instance, card = ARGV[4], ARGV[5], ARGV[6]
 local moved = lose_all(agent, 'owner ' .. agent .. ' restarted (instance ' .. instance .. ' registered)')
 redis.call('HSET', key('agents'), agent, card)
+-- Its budget (the card's budget_usd) is enforced by the board from now on (see budget_stop).
+local readable, parsed = pcall(cjson.decode, card)
+if readable and type(parsed) == 'table' and type(parsed.budget_usd) == 'number' then
+  redis.call('HSET', key('budget'), 'agent:' .. agent, parsed.budget_usd)
+else
+  redis.call('HDEL', key('budget'), 'agent:' .. agent)
+end
 redis.call('ZADD', key('agents:seen'), NOW, agent)
 return cjson.encode({ok = true, moved = moved})

@@ -18,8 +18,8 @@ local done = for_owned(9, 3, agent, load_for_report, function(t, i)
   return {id = t.id, updated = tonumber(t.updated)}
 end)
 if speak then say_tasks(agent, 'done', 'done', completed) end
-local claimed, tip = {}, nil
+local claimed, tip, stopped = {}, nil, nil
 if tonumber(ARGV[7]) > 0 then
-  claimed, tip = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
+  claimed, tip, stopped = claim_ready(agent, ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), speak)
 end
-return cjson.encode({ok = true, done = done, tasks = claimed, tip = tip})
+return cjson.encode({ok = true, done = done, tasks = claimed, tip = tip, budget = stopped})
