@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import anyio
+import httpx
 import pytest
 from redis.asyncio import Redis
 from typer.testing import CliRunner
@@ -46,7 +48,10 @@ async def test_up_runs_the_roster_and_down_stops_it_gracefully(
     env = {**os.environ, "SWARM_REDIS_URL": settings.redis_url, "SWARM_NAME": settings.name,
            "SWARM_HOME": str(home), "SWARM_HEARTBEAT_S": "0.2"}
     log = (tmp_path / "up.log").open("wb")
-    up = start(["up", "--agents", str(roster), "--no-discovery"], env, log)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        web_port = probe.getsockname()[1]
+    up = start(["up", "--agents", str(roster), "--no-discovery", "--web", "--web-port", str(web_port)], env, log)
     runner = CliRunner()
     cli_env = {"SWARM_REDIS_URL": settings.redis_url, "SWARM_NAME": settings.name, "SWARM_HOME": str(home)}
     try:
@@ -62,10 +67,19 @@ async def test_up_runs_the_roster_and_down_stops_it_gracefully(
             return {(await board.get(i)).state for i in ids} == {"done"}
 
         await eventually(finished, within=20)
+
+        async def web_healthy() -> bool:
+            async with httpx.AsyncClient() as http:
+                try:
+                    return (await http.get(f"http://127.0.0.1:{web_port}/healthz")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+        await eventually(web_healthy, within=20)  # `--web`: the board and API, with the rest
         ps = runner.invoke(app, ["ps", "--json"], env=cli_env)
         assert ps.exit_code == 0, ps.stderr
         assert sorted((p["name"], p["alive"]) for p in json.loads(ps.stdout)) == [
-            ("boss", True), ("w1", True), ("w2", True)]
+            ("boss", True), ("w1", True), ("w2", True), ("web", True)]
         down = runner.invoke(app, ["down"], env=cli_env)
         assert (down.exit_code, down.stdout) == (0, "swarm stopped\n")
         assert up.wait(timeout=20) == 0

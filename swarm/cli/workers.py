@@ -22,11 +22,13 @@ from swarm.agent import Agent
 from swarm.bus import Bus
 from swarm.cli.common import AsJson, app, csv, err, out, print_json, run_with_bus, safe, server_url, settings
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
-from swarm.errors import ConfigError
+from swarm.errors import ConfigError, WorkspaceError
 from swarm.handlers import load_handler
 from swarm.lifeline import Lifeline
 from swarm.roster import RosterCard, load_card, load_roster
 from swarm.server import process_alive, process_started
+from swarm.verify import Verifier
+from swarm.workspace import Worktrees, with_workspace
 
 agent_app = app("Run one agent worker.")
 COLORS = ("cyan", "green", "yellow", "magenta", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -57,6 +59,15 @@ def agent_run(
     chatter: Annotated[float, typer.Option(min=0, help="Say 'idle' on the bus every N seconds when idle (0: never).")]
     = 0.0,
     workspace: Annotated[Path, typer.Option(help="Folder the handlers work on.")] = Path(),
+    worktree: Annotated[bool | None, typer.Option(
+        "--worktree/--no-worktree", help="Run each task in a git worktree of its own, of the repository the "
+        "workspace is in, on branch swarm/<task> (default: the card's `workspace`).")] = None,
+    verify: Annotated[str | None, typer.Option(
+        help="A shell command that must pass in the task's workspace before the task is done, e.g. "
+        "'pytest -q' (default: the card's `verify`; '' for none).")] = None,
+    verify_timeout: Annotated[float | None, typer.Option(
+        help="Seconds the verifier may run before it is killed and the task fails (default: the card's "
+        "`verify_timeout_s`, 600).")] = None,
     metrics_port: MetricsPort = None,
 ) -> None:
     """Register and work until SIGTERM/SIGINT; then finish or release running tasks, deregister."""
@@ -74,13 +85,24 @@ def agent_run(
         raise ConfigError("give --name NAME (with --can CAPS), or --card FILE")
     if roster.captain:
         raise ConfigError(f"{card}: this card is the captain's; run it with `swarm captain run`")
-    handle = load_handler(roster.handler, base)
+    roster = _overridden(roster, worktree, verify, verify_timeout)
+    folder = workspace.resolve()
+    if roster.workspace == "worktree":  # checked now: an agent that cannot make them takes no task
+        try:
+            anyio.run(Worktrees(folder, Path()).check)
+        except WorkspaceError as exc:
+            where = "--worktree" if worktree else f"{card}: field 'workspace'"
+            raise ConfigError(f"{where}: {exc}") from None
+    handle = load_handler(roster.handler, base, timeout_s=roster.timeout_s)
     for key, value in roster.env.items():
         os.environ.setdefault(key, value)
 
     async def go(bus: Bus) -> None:
         metrics = metrics_for(metrics_port, bus, roster.name, "agent")
-        agent = Agent(bus.redis, bus.settings, roster.agent_card(), handle, workspace=workspace.resolve(),
+        trees = Worktrees(folder, bus.settings.home / "worktrees") if roster.workspace == "worktree" else None
+        verifier = Verifier(roster.verify, timeout_s=roster.verify_timeout_s) if roster.verify.strip() else None
+        work = with_workspace(handle, worktrees=trees, verifier=verifier)
+        agent = Agent(bus.redis, bus.settings, roster.agent_card(), work, workspace=folder,
                       grace_s=roster.grace_s if grace is None else grace, claim=claim,
                       idle_chatter_s=chatter or None, env=roster.env, metrics=metrics, prefetch=roster.prefetch)
         stop = anyio.Event()
@@ -88,12 +110,29 @@ def agent_run(
             tg.start_soon(until_signalled, stop)
             ahead = f" + prefetch {roster.prefetch}" if roster.prefetch else ""
             err.print(f"{safe(roster.name)} running: can {','.join(roster.capabilities) or '*'}, "
-                      f"concurrency {roster.concurrency}{ahead}, handler {safe(roster.handler)}")
+                      f"concurrency {roster.concurrency}{ahead}, handler {safe(roster.handler)}"
+                      f"{', a worktree per task' if trees else ''}"
+                      f"{f', verified by {safe(roster.verify)}' if verifier else ''}")
             await agent.run(stop)
             tg.cancel_scope.cancel()
         err.print(f"{safe(roster.name)} stopped: {agent.completed} done, {agent.failed} failed")
 
     run_with_bus(go)
+
+
+def _overridden(roster: RosterCard, worktree: bool | None, verify: str | None,
+                verify_timeout: float | None) -> RosterCard:
+    """The card with what the command line says instead (validated as the card's own fields are)."""
+    changes: dict[str, Any] = {}
+    if worktree is not None:
+        changes["workspace"] = "worktree" if worktree else "shared"
+    if verify is not None:
+        changes["verify"] = verify
+    if verify_timeout is not None:
+        changes["verify_timeout_s"] = verify_timeout
+    if not changes:
+        return roster
+    return RosterCard.model_validate({**roster.model_dump(), **changes, "path": roster.path})
 
 
 # --- swarm up / down / ps ----------------------------------------------------------------------
@@ -150,15 +189,35 @@ def _argv(card: RosterCard) -> list[str]:
     return [sys.executable, "-m", "swarm", "agent", "run", "--card", str(card.path.resolve())]
 
 
+def _enabled(cards: list[RosterCard], folder: Path) -> list[RosterCard]:
+    """The cards `swarm up` runs: not `enabled = false`, and able to make their worktrees here."""
+    skipped = [c.name for c in cards if not c.enabled]
+    cards = [c for c in cards if c.enabled]
+    if not cards:
+        raise ConfigError(f"roster folder {folder} has only disabled cards ({', '.join(skipped)}); "
+                          "set enabled = true in the ones to run")
+    for card in cards:
+        if card.workspace == "worktree" and not card.captain:  # (its agent's folder: ours)
+            try:
+                anyio.run(Worktrees(Path.cwd(), Path()).check)
+            except WorkspaceError as exc:
+                raise ConfigError(f"{card.path}: field 'workspace': {exc}") from None
+    if skipped:
+        _say(f"swarm up: not running the disabled cards {', '.join(skipped)} (enabled = false)")
+    return cards
+
+
 def up(
     agents: Annotated[Path, typer.Option(help="Roster folder: one TOML card per agent.")] = Path("agents"),
     discovery: Annotated[bool, typer.Option(help="Also run the work-discovery engine.")] = True,
+    web: Annotated[bool, typer.Option(help="Also serve the web board and HTTP API (`swarm web`).")] = False,
+    web_port: Annotated[int, typer.Option(min=0, max=65535, help="With --web: its port on 127.0.0.1.")] = 8300,
 ) -> None:
     """Run the roster: validate every card, start the captain and each agent as its own process.
 
     Output is prefixed with each process's name. SIGINT/SIGTERM (or `swarm down`) stops them gracefully.
     """
-    cards = load_roster(agents)
+    cards = _enabled(load_roster(agents), agents)
     s = settings()
     home = s.home.resolve()
     with _only_up(home):
@@ -168,6 +227,8 @@ def up(
         commands = [(c.name, _argv(c), c.env) for c in cards]
         if discovery:
             commands.append(("discovery", [sys.executable, "-m", "swarm", "discovery", "run"], {}))
+        if web:
+            commands.append(("web", [sys.executable, "-m", "swarm", "web", "--port", str(web_port)], {}))
         anyio.run(_supervise, commands, env, max((c.grace_s for c in cards), default=10.0))
 
 
