@@ -54,6 +54,9 @@ class Context:
     """Where command handlers register their process groups, to die with the agent."""
     report_usage: Callable[[int, float], Awaitable[bool]] | None = None
     """The agent's way to report the running task's usage (see `usage`)."""
+    worktree: Path | None = None
+    """The task's own git checkout, when the agent runs each task in one (`swarm.workspace`); then
+    `workspace` is the folder in it to work in, and a `cmd:` handler's working directory."""
 
     @property
     def artifacts(self) -> Path:

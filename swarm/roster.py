@@ -8,6 +8,11 @@ A card:
     handler = "builtin"            # or "cmd:...", "reviewer.py:handle", "pkg.mod:handle"
     roles = ["reviewer"]           # optional: also reads messages to @role:reviewer
     captain = false                # true: this card runs the captain instead of a worker
+    enabled = true                 # false: `swarm up` skips it (a recipe to turn on)
+    timeout_s = 600                # a `cmd:` handler's time limit per task
+    workspace = "shared"           # or "worktree": each task in a git worktree of its own
+    verify = "pytest -q"           # optional: must pass in the task's workspace before it is done
+    verify_timeout_s = 600         # the verifier is killed past it, and the task fails
     [env]                          # optional: extra environment for the process and its commands
     LOG_LEVEL = "debug"
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -40,6 +46,11 @@ class RosterCard(BaseModel):
     roles: tuple[str, ...] = ()
     captain: bool = False
     grace_s: float = Field(10.0, ge=0)
+    enabled: bool = True
+    timeout_s: float = Field(600.0, gt=0)
+    workspace: Literal["shared", "worktree"] = "shared"
+    verify: str = ""
+    verify_timeout_s: float = Field(600.0, gt=0)
     budget_usd: float | None = Field(None, ge=0)
     env: dict[str, str] = Field(default_factory=dict)
     path: Path = Field(Path(), exclude=True)
@@ -90,8 +101,9 @@ def load_card(path: Path) -> RosterCard:
 
 
 def load_roster(folder: Path) -> list[RosterCard]:
-    """Every `*.toml` card in `folder`, sorted by name; names unique, at most one captain, and each
-    handler resolvable (so a typo fails here, not at the first task)."""
+    """Every `*.toml` card in `folder`, sorted by name, disabled ones included (`swarm up` skips
+    them); names unique, at most one captain, and each handler resolvable (so a typo fails here, not
+    at the first task, nor on the day a disabled card is turned on)."""
     from swarm.handlers import load_handler  # noqa: PLC0415 - handlers import the agent runtime
 
     if not folder.is_dir():

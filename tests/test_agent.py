@@ -310,13 +310,20 @@ def test_bad_cards_fail_with_file_and_field(tmp_path: Path) -> None:
     assert roster(a='name = "a"\ncapabilities = ["audit"]\nhandler = "gone.py:handle"\n') == (
         "DIR/a.toml: field 'handler': handler file DIR/gone.py does not exist; give a path like "
         "agents/reviewer.py:handle")
+    assert roster(a='name = "a"\ncapabilities = ["code"]\nworkspace = "tree"\n') == (
+        "DIR/a.toml: field 'workspace': Input should be 'shared' or 'worktree'")
+    assert roster(a='name = "a"\ncapabilities = ["code"]\nverify_timeout_s = 0\n') == (
+        "DIR/a.toml: field 'verify_timeout_s': Input should be greater than 0")
     assert roster(a='name = "a"\ncaptain = true\n', b='name = "b"\ncaptain = true\n') == (
         "DIR/b.toml: field 'captain': only one card may be the captain (DIR/a.toml is already)")
 
 
 def test_the_repository_roster_is_valid() -> None:
     cards = load_roster(ROOT / "agents")
-    assert [c.name for c in cards] == [f"agent-{i}" for i in range(1, 9)]
+    # `swarm up` runs the enabled ones; the coding agents' recipes are there to turn on.
+    assert [c.name for c in cards if c.enabled] == [f"agent-{i}" for i in range(1, 9)]
+    assert [(c.name, c.workspace) for c in cards if not c.enabled] == [
+        ("aider", "worktree"), ("claude", "worktree"), ("codex", "worktree")]
     assert [c.name for c in cards if c.captain] == ["agent-4"]
 
 

@@ -183,9 +183,10 @@ async def chatter(bus: Bus, names: list[str], rounds: int, period: float, seed: 
 
 
 def roster(folder: Path | None) -> list[RosterCard]:
-    """The roster in `folder` when it has cards, else the built-in demo roster of eight."""
+    """The enabled cards of the roster in `folder` when it has cards, else the built-in demo roster of
+    eight. (The disabled ones are recipes, such as the coding agents' of `agents/`.)"""
     if folder is not None and folder.is_dir() and any(folder.glob("*.toml")):
-        return load_roster(folder)
+        return [card for card in load_roster(folder) if card.enabled]
     return list(DEFAULT_ROSTER)
 
 

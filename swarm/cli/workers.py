@@ -196,12 +196,12 @@ def _enabled(cards: list[RosterCard], folder: Path) -> list[RosterCard]:
     if not cards:
         raise ConfigError(f"roster folder {folder} has only disabled cards ({', '.join(skipped)}); "
                           "set enabled = true in the ones to run")
-    for card in cards:
-        if card.workspace == "worktree" and not card.captain:  # (its agent's folder: ours)
-            try:
-                anyio.run(Worktrees(Path.cwd(), Path()).check)
-            except WorkspaceError as exc:
-                raise ConfigError(f"{card.path}: field 'workspace': {exc}") from None
+    coders = [c for c in cards if c.workspace == "worktree" and not c.captain]
+    if coders:  # (their agents' folder is ours)
+        try:
+            anyio.run(Worktrees(Path.cwd(), Path()).check)
+        except WorkspaceError as exc:
+            raise ConfigError(f"{coders[0].path}: field 'workspace': {exc}") from None
     if skipped:
         _say(f"swarm up: not running the disabled cards {', '.join(skipped)} (enabled = false)")
     return cards

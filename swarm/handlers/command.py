@@ -5,8 +5,10 @@ The template is split like a shell would (no shell runs it: write `sh -c '...'` 
 `bash -c SCRIPT`, ...) they are replaced shell-quoted, so a title like `x; touch PWNED` stays one
 word of text; the safe way to use task fields in a script is still the environment
 (`"$SWARM_TASK_TITLE"`). The program gets the task as JSON on stdin
-and in `SWARM_TASK_*` environment variables. Exit 0: done, stdout is the result. Non-zero: failed
-with the tail of stderr. Past the timeout the process is killed and the task fails.
+and in `SWARM_TASK_*` environment variables (`SWARM_TASK_PROMPT` is the task as a prompt for an AI
+coding agent's CLI: `Task ID (KIND): TITLE`, a blank line, the body). Exit 0: done, stdout is the
+result. Non-zero: failed with the tail of stderr. Past the timeout the process is killed and the task
+fails. When the task has a worktree of its own (`swarm.workspace`), the command runs in it.
 
 The command runs in a process group of its own, and the group never outlives the handler: when the
 handler is cancelled (its lease was lost, or the agent shuts down past its grace period) the group
@@ -49,7 +51,10 @@ class CommandHandler:
         argv = [_fill(arg, task, quote=i == script) for i, arg in enumerate(self.argv)]
         env = {**os.environ, **getattr(ctx, "env", {}),
                "SWARM_TASK_ID": task.id, "SWARM_TASK_KIND": task.kind, "SWARM_TASK_TITLE": task.title,
-               "SWARM_TASK_TOKEN": str(task.token), "SWARM_TASK_BODY": task.body[:16_000]}
+               "SWARM_TASK_TOKEN": str(task.token), "SWARM_TASK_BODY": task.body[:16_000],
+               "SWARM_TASK_PROMPT": _prompt(task)}
+        # In the task's own checkout when it has one; else where the agent runs, as always.
+        cwd = getattr(ctx, "workspace", None) if getattr(ctx, "worktree", None) is not None else None
         stdin = task.model_dump_json().encode()
         out: list[bytes] = []
         err: list[bytes] = []
@@ -57,7 +62,7 @@ class CommandHandler:
         try:
             # Its own session, so a timeout, a lost lease or shutdown stops the whole process group:
             # a shell's children or an AI CLI's workers must not go on editing a reassigned task.
-            async with await anyio.open_process(argv, env=env, start_new_session=True) as proc:
+            async with await anyio.open_process(argv, env=env, cwd=cwd, start_new_session=True) as proc:
                 if lifeline is not None:
                     lifeline.hold(proc.pid)
                 try:
@@ -110,6 +115,13 @@ def _fill(arg: str, task: Task, *, quote: bool = False) -> str:
     for placeholder, value in values.items():
         arg = arg.replace(placeholder, shlex.quote(value) if quote else value)
     return arg
+
+
+def _prompt(task: Task) -> str:
+    """The task as a prompt. It starts with `Task`, never with `-`: passed as an argument, a title
+    cannot turn into an option of the CLI it is given to."""
+    prompt = f"Task {task.id} ({task.kind}): {task.title}"
+    return f"{prompt}\n\n{task.body[:16_000]}" if task.body.strip() else prompt
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
