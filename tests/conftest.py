@@ -20,12 +20,30 @@ from swarm.localcluster import LocalCluster
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
 
+NOT_ON_CLUSTER = {
+    "test_a_failure_report_that_meets_a_lost_connection_is_retried": (
+        "its cuttable TCP link stands between the client and one node; a cluster client reaches every "
+        "node directly, at the addresses CLUSTER SLOTS gives, around the link"),
+    "test_wait_replicas_on_one_server_without_a_replica_waits_once_then_goes_on": (
+        "every master of the test cluster has a replica, which answers WAIT (test_cluster.py waits on it)"),
+}
+"""Tests that cannot run on a cluster (`scripts/test --cluster`), with the reason."""
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every `async def` test runs under anyio (asyncio backend) without a per-test marker."""
     for item in items:
         if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
             item.add_marker(pytest.mark.anyio)
+
+
+@pytest.fixture(autouse=True)
+def _not_on_cluster(request: pytest.FixtureRequest) -> None:
+    """Skip the tests of `NOT_ON_CLUSTER` on a cluster, with their reason (a fixture: anyio's plugin
+    remakes async test items after collection, dropping markers added to them there)."""
+    reason = NOT_ON_CLUSTER.get(getattr(request.node, "originalname", ""))
+    if reason and os.environ.get("SWARM_TEST_CLUSTER_URL"):
+        pytest.skip(f"not on a cluster: {reason}")
 
 
 @pytest.fixture
