@@ -208,21 +208,11 @@ def board_view(
 ) -> None:
     """The task board: active tasks (all with --all) and the number of tasks in each state."""
     if ctx.invoked_subcommand is None:
-        board(state, kind, as_json, watch, everything, limit, interval, count)
+        board(state, kind, as_json, watch=watch, everything=everything, limit=limit, interval=interval, count=count)
 
 
-def board(
-    state: StateOpt = None,
-    kind: KindOpt = None,
-    as_json: AsJson = False,
-    watch: Annotated[bool, typer.Option("--watch", "-w", help="Keep the table live, redrawn on board events.")] = False,
-    everything: Annotated[bool, typer.Option("--all", help="Show finished tasks too, not only active ones.")] = False,
-    limit: Annotated[int, typer.Option(min=1, help="At most this many tasks per state.")] = 200,
-    interval: Annotated[
-        float, typer.Option(min=0.01, help="With --watch: redraw at least this often (seconds), for lease timers.")
-    ] = 1.0,
-    count: Annotated[int, typer.Option(min=0, help="With --watch: stop after N redraws (0: until Ctrl-C).")] = 0,
-) -> None:
+def board(state: str | None, kind: str | None, as_json: bool, *, watch: bool, everything: bool, limit: int,
+          interval: float, count: int) -> None:
     """The task board: active tasks (all with --all) and the number of tasks in each state."""
     check_state(state)
     check_kind(kind)
