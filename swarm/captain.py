@@ -8,6 +8,7 @@ so a deposed captain cannot assign even if it has not noticed yet.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from swarm.lua import Scripts
 from swarm.presence import Presence
 from swarm.protocol import new_id, now_ms
 from swarm.recorder import Recorder
-from swarm.registry import AgentInfo, Registry, parse_card
+from swarm.registry import AgentCard, AgentInfo, Registry, parse_card
 from swarm.settings import Settings
 
 log = structlog.get_logger("swarm.captain")
@@ -85,22 +86,60 @@ def plan(tasks: list[Task], slots: list[Slot]) -> list[tuple[Task, str]]:
     For each task, among live agents with the capabilities and spare capacity: the one that worked
     on the most of the task's files, then the least loaded (relative to its concurrency), then by
     name. Pure: the same inputs always give the same plan.
+
+    Built for a thousand agents: who can do a set of capabilities is worked out once per set, and a
+    task without files (no affinity to weigh) takes the least loaded from a heap, not a scan.
     """
-    load = {s.info.card.name: s.load for s in slots}
+    load = [s.load for s in slots]
+    names = [s.info.card.name for s in slots]
+    room = [s.info.card.concurrency for s in slots]
+    eligible: dict[tuple[str, ...], list[int]] = {}
+    heaps: dict[tuple[str, ...], list[tuple[float, str, int, int]]] = {}
     out: list[tuple[Task, str]] = []
     for task in tasks:
-        best: tuple[int, float, str] | None = None
-        for s in slots:
-            card = s.info.card
-            if not card.can(task.caps) or load[card.name] >= card.concurrency:
-                continue
-            rank = (-len(s.affinity.intersection(task.files)), load[card.name] / card.concurrency, card.name)
-            if best is None or rank < best:
-                best = rank
-        if best is not None:
-            load[best[2]] += 1
-            out.append((task, best[2]))
+        who = eligible.get(task.caps)
+        if who is None:
+            who = eligible[task.caps] = [i for i, s in enumerate(slots) if s.info.card.can(task.caps)]
+        chosen = _least_loaded(heaps, task.caps, who, load, room, names) if not task.files else \
+            _best_by_affinity(task, who, slots, load, room, names)
+        if chosen is not None:
+            load[chosen] += 1
+            out.append((task, names[chosen]))
     return out
+
+
+def _least_loaded(heaps: dict[tuple[str, ...], list[tuple[float, str, int, int]]], caps: tuple[str, ...],
+                  who: list[int], load: list[int], room: list[int], names: list[str]) -> int | None:
+    """The eligible agent with spare capacity and the lowest (load / concurrency, name); entries made
+    stale by a load that changed since they were pushed are dropped as they surface."""
+    heap = heaps.get(caps)
+    if heap is None:
+        heap = heaps[caps] = [(load[i] / room[i], names[i], i, load[i]) for i in who if load[i] < room[i]]
+        heapq.heapify(heap)
+    while heap:
+        _, _, i, seen = heap[0]
+        if seen != load[i]:  # its load changed (another caps group took it): push it again as it is now
+            heapq.heapreplace(heap, (load[i] / room[i], names[i], i, load[i])) if load[i] < room[i] else \
+                heapq.heappop(heap)
+            continue
+        heapq.heappop(heap)
+        if load[i] + 1 < room[i]:
+            heapq.heappush(heap, ((load[i] + 1) / room[i], names[i], i, load[i] + 1))
+        return i
+    return None
+
+
+def _best_by_affinity(task: Task, who: list[int], slots: list[Slot], load: list[int], room: list[int],
+                      names: list[str]) -> int | None:
+    best: tuple[int, float, str] | None = None
+    chosen: int | None = None
+    for i in who:
+        if load[i] >= room[i]:
+            continue
+        rank = (-len(slots[i].affinity.intersection(task.files)), load[i] / room[i], names[i])
+        if best is None or rank < best:
+            best, chosen = rank, i
+    return chosen
 
 
 class Captain:
@@ -119,6 +158,7 @@ class Captain:
         self.epoch = 0
         self._scripts = Scripts(redis)
         self._wake = anyio.Event()
+        self._cards: dict[str, AgentCard | None] = {}
         self.assigned = 0
         self.renewed = -math.inf
         """When (monotonic) the leader lease was last checked: leading or standing by, we knew."""
@@ -165,7 +205,7 @@ class Captain:
 
         One script call reads what a round needs (`Board.view`); a further page of the ready queue
         is read only when the head of the queue fits no free agent."""
-        page = 64
+        page = 256
         offset = 0
         wake_at: int | None = None
         while True:
@@ -178,7 +218,7 @@ class Captain:
                      affinity=row.affinity)
                 for row in view.agents
                 if self.registry.liveness(row.seen, now) == "alive"
-                if (card := parse_card(row.name, row.card)) is not None
+                if (card := self._card(row.name, row.card)) is not None
             ]
             free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
             if free <= 0 or not view.tasks:
@@ -192,6 +232,14 @@ class Captain:
             if placed >= free or not view.more:
                 return wake_at
             offset += view.scanned - placed
+
+    def _card(self, name: str, raw: str) -> AgentCard | None:
+        """A registered card, parsed once per version of it (a round reads every agent's card)."""
+        if raw not in self._cards:
+            if len(self._cards) > 10 * 1024:  # cards of agents long gone: start again
+                self._cards.clear()
+            self._cards[raw] = parse_card(name, raw)
+        return self._cards[raw]
 
     async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
         """Assign each planned pair; the number placed, or -1 when this captain was deposed."""
