@@ -21,6 +21,7 @@ from swarm.discovery.repetition import SWARM_SCOPE, Detector, Repetition, Repeti
 from swarm.discovery.text import Classifier, distance, features, fingerprint, normalize, overlap, signature, simhash
 from swarm.protocol import ChatBody, HeartbeatBody, Message, Signal, Status, StatusBody, decode, message
 from swarm.settings import Settings
+from tests.fixtures import heldout
 from tests.helpers import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -275,8 +276,13 @@ async def test_sparse_idle_and_look_alike_chatter(redis: Redis, settings: Settin
         "still investigating flaky timeout in tests/test_bus.py again",
     ]
     fired = [s for n, text in enumerate(stuck) for s in await detector.observe(status("a2", text, 600 + n, n))]
-    assert [(s.body.agent, s.body.count) for s in fired] == [("a2", 3)]
-    assert fired[0].body.fingerprint == f"s:{fingerprint(stuck[0]):016x}"
+    assert [(s.body.agent, s.body.count, s.body.evidence) for s in fired] == [("a2", 3, ("a2-0", "a2-1", "a2-2"))]
+    # repeated look-alikes are chatter: counted in the agent's idle family, with its idle paraphrases
+    assert fired[0].body.fingerprint == "idle"
+    separate = Detector(redis, settings.model_copy(update={"name": "separate"}),
+                        RepetitionSettings(window_s=60, repeats_are_chatter=False))
+    fired = [s for n, text in enumerate(stuck) for s in await separate.observe(status("a2", text, 600 + n, n))]
+    assert [(s.body.fingerprint, s.body.count) for s in fired] == [(f"s:{fingerprint(stuck[0]):016x}", 3)]
 
 
 async def test_swarm_wide_repetition(redis: Redis, settings: Settings) -> None:
@@ -367,3 +373,103 @@ async def test_a_status_naming_its_task_is_progress_however_alike_the_titles(red
                                task_id=f"t-{n}"), sender="a1") for n in range(10)]
     assert await detector.observe_many(msgs) == []
     assert {detector.verdict(m).kind for m in msgs} == {"progress"}  # type: ignore[union-attr]
+
+
+# --- lifecycle, blocked, and chatter without a lexicon (issues 13 and 18) ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [("online, ready for work", "idle"), ("offline", "done"), ("offline", None), ("Online", None), ("ready", None),
+     ("shutting down", None), ("Shutting down now", "working"), ("back online", None),
+     ("standing by", "done"), ("agent stopped", None)],
+)
+def test_lifecycle_statuses_are_neither_chatter_nor_progress(text: str, state: Any) -> None:
+    verdict = Classifier().classify(text, state)
+    assert (verdict.kind, verdict.family) == ("lifecycle", "")
+
+
+@pytest.mark.parametrize(
+    ("text", "state"),
+    [("Blocked: t-4 needs the staging API key", None), ("I'm blocked on review of PR 12", None),
+     ("still blocked by the migration", "idle"), ("waiting on the DBA", "blocked")],
+)
+def test_blocked_reports_are_their_own_family(text: str, state: Any) -> None:
+    verdict = Classifier().classify(text, state)
+    assert (verdict.kind, verdict.family) == ("blocked", "blocked")
+
+
+def test_possessives_read_as_the_word_the_lexicon_knows() -> None:
+    assert normalize("Waiting for captain's orders…") == "waiting for captain orders"
+    assert normalize("it's the agent-3's queue; what's next?") == "its the agent <num> queue whats next"
+    assert Classifier().classify("Waiting for captain's orders…").kind == "idle"
+
+
+async def test_stopping_and_starting_agents_is_not_chatter(redis: Redis, settings: Settings) -> None:
+    # One stop of a 12-agent swarm once made a swarm-wide signal of 12 "offline" (and 111 tasks).
+    detector = Detector(redis, settings)
+    msgs = [status(f"a{n}", "offline", n, n, "done") for n in range(12)]
+    # an agent restarted over and over says "online, ready for work" (state idle) each time
+    msgs += [status("a0", text, 20 + k, 20 + k, state)
+             for k in range(4) for text, state in (("online, ready for work", "idle"), ("offline", "done"))]
+    assert await detector.observe_many(msgs) == []
+    assert await redis.zcard(detector.keys.repetition_seen) == 0  # not even counted
+
+
+async def test_repeated_blocked_reports_make_one_blocked_signal_apart_from_chatter(
+    redis: Redis, settings: Settings
+) -> None:
+    detector = Detector(redis, settings, RepetitionSettings(swarm_threshold=2))
+    texts = ["Blocked: t-4 needs the staging API key", "standing by", "Blocked: t-4 needs the staging API key",
+             "standing by", "Blocked: t-4 needs the staging API key"]
+    fired = await detector.observe_many(status("a1", text, n, n) for n, text in enumerate(texts))
+    # two idle lines from one agent are no agent signal (threshold 3), and blocked reports do not make them three;
+    # swarm-wide, only the idle lines count
+    assert [(s.body.agent, s.body.fingerprint, s.body.count, s.body.evidence, s.tags) for s in fired] == [
+        ("a1", "blocked", 2, ("a1-0", "a1-2"), ("blocked", "scope:agent")),
+        (SWARM_SCOPE, "idle", 2, ("a1-1", "a1-3"), ("repetition", "scope:swarm")),
+    ]
+    assert fired[0].body.sample == "Blocked: t-4 needs the staging API key"
+    reps = {r.signal.body.fingerprint: r.signal.body.count for r in await detector.signals() if r.scope == "agent"}
+    assert reps == {"blocked": 3}
+
+
+async def test_a_message_repeated_without_progress_is_chatter_whatever_its_wording(
+    redis: Redis, settings: Settings
+) -> None:
+    detector = Detector(redis, settings, RepetitionSettings(swarm_threshold=0))
+    # Outside the idle lexicon: each is `other` on its own.
+    inbox, capacity = "Inbox checked at 14:02:11: no new messages", "available, capacity 3/4 free"
+    assert {Classifier().classify(t).kind for t in (inbox, capacity)} == {"other"}
+    said = [inbox, capacity, inbox.replace("14:02:11", "14:07:40"), capacity.replace("3/4", "4/4")]
+    fired = await detector.observe_many(status("a1", text, n * 30, n) for n, text in enumerate(said))
+    # Each repeated once: both are chatter now, one signal for all four (before: none until each said it 3 times).
+    assert [(s.body.fingerprint, s.body.count, s.body.evidence) for s in fired] == [
+        ("idle", 4, ("a1-0", "a1-1", "a1-2", "a1-3"))]
+    # Progress in between: no repeat.
+    fresh = Detector(redis, settings.model_copy(update={"name": "fresh"}), RepetitionSettings(swarm_threshold=0))
+    said = [inbox, "merged PR 12", inbox, "pushed the lease fix", inbox, "tests pass on main"]
+    assert await fresh.observe_many(status("a2", text, n * 30, n) for n, text in enumerate(said)) == []
+    # Progress is never counted, however often it repeats.
+    said = ["merged PR 12"] * 6
+    assert await fresh.observe_many(status("a3", text, n * 30, 10 + n) for n, text in enumerate(said)) == []
+
+
+async def test_held_out_phrase_list_precision_and_recall(redis: Redis, settings: Settings) -> None:
+    # Phrases written after the detector's lexicon, never used to tune it (tests/fixtures/heldout_phrases.txt).
+    trace = heldout.build()
+    assert len(trace.messages) >= 600
+    detector = Detector(redis, settings)
+    fired = await detector.observe_many(trace.messages)
+    reps = await detector.signals(limit=10_000)
+    found = flagged(reps)
+    hits = len(found & trace.repetitive)
+    precision, recall = hits / len(found), hits / len(trace.repetitive)
+    # Measured when the list was written (1,110 messages, 497 repetitive): precision 1.000, recall 0.924;
+    # the detector before this change: 0.986 and 0.724. Most misses are a burst's one-off line outside the
+    # lexicon (it never repeats) and "All my tasks are done, I'm open for more", which reads as progress.
+    assert precision >= 0.98, sorted(found - trace.repetitive)
+    assert recall >= 0.90, sorted(trace.repetitive - found)
+    progress = {m.id for m in trace.messages if detector.verdict(m).kind == "progress"}  # type: ignore[union-attr]
+    assert not found & progress
+    assert len(fired) < len(trace.repetitive) / 3

@@ -11,6 +11,11 @@
 -- own, or that shares at least min_shared features making up at least min_overlap of the smaller
 -- signature (the best such family; ties go to the smaller id); else it starts a family named
 -- after its own SimHash. Idle messages all count under the family `idle`.
+-- With repeats on, an agent's `other` family that repeats (a second message while one is in the
+-- agent's window) is chatter: its messages in the window move to `idle` (same scores) and the
+-- family is marked (`r:<simhash>` in the families hash), so its later messages count as `idle` at
+-- once. The families hash is emptied when the agent's window is. Blocked reports (cls `b`) count
+-- in the agent's `blocked` family only, with their own threshold, never swarm-wide.
 -- When a family's count reaches the scope's threshold a signal fires: its evidence is the family's
 -- messages in the window, its id comes from (scope, family, first evidence id), so replaying the
 -- same messages after a crash yields the same id. While the signal is open, later messages of the
@@ -29,8 +34,9 @@
 --       knows every key before the call (swarm/keys.py `repetition_*`), and a script that does
 --       declares its keys; the script builds no name.
 -- ARGV: window_ms, agent_threshold, swarm_threshold (0 = off), max_distance, min_shared,
---       min_overlap, max_evidence, max_signals, swarm scope name; then per message 8 fields: index
---       into KEYS of the agent's state hash, agent, cls (`i` idle, `o` other, `p` progress),
+--       min_overlap, max_evidence, max_signals, swarm scope name, blocked_threshold, repeats (`1`:
+--       a repeated family is chatter); then per message 8 fields: index
+--       into KEYS of the agent's state hash, agent, cls (`i` idle, `o` other, `p` progress, `b` blocked),
 --       16-hex SimHash and signature (space-separated 8-hex feature hashes; cls `o` only),
 --       message id, ts (ms), sample text.
 -- Returns per fire 7 items: message position (0-based), signal id, fixed-fields JSON, count,
@@ -39,7 +45,8 @@ local W = tonumber(ARGV[1])
 local AGENT_T, SWARM_T = tonumber(ARGV[2]), tonumber(ARGV[3])
 local MAXD, MIN_SHARED, MIN_OVERLAP = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local MAXEV, MAXSIG, SWARM = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9]
-local FIRST, STRIDE = 10, 8
+local BLOCKED_T, REPEATS = tonumber(ARGV[10]), ARGV[11] == '1'
+local FIRST, STRIDE = 12, 8
 local SEEN, FIRES, SIGNALS, INDEX, SW_STATE, SW_WIN = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local out = {}
 
@@ -99,6 +106,8 @@ local function trim(state, win, fam, horizon)
     end
   end
   redis.call('ZREMRANGEBYSCORE', win, '-inf', horizon)
+  -- an agent with nothing left in its window forgets its families (and which of them were chatter)
+  if fam and redis.call('ZCARD', win) == 0 then redis.call('DEL', fam) end
 end
 
 -- The family of an `other` message (see the header); a new family is indexed for later matches.
@@ -185,30 +194,60 @@ local function fire(pos, scope, state, win, family, id, ts, sample)
   emit(pos, sid)
 end
 
+-- Add message `id` to the family's open signal in a scope, if it has one still live (seen within the
+-- window): true when it did. A signal quiet for a whole window (or evicted) is closed instead.
+local function join(state, family, horizon, id, ts)
+  local sid = redis.call('HGET', state, 'o:' .. family)
+  if not sid then return false end
+  local v = redis.call('HMGET', SIGNALS, sid .. '|l', sid .. '|n')
+  local last = tonumber(v[1])
+  if not (last and last > horizon) then
+    close(state, family, sid) -- the next burst is a new signal
+    return false
+  end
+  redis.call('HINCRBY', SIGNALS, sid .. '|c', 1)
+  if ts > last then
+    redis.call('HSET', SIGNALS, sid .. '|l', ts)
+    redis.call('ZADD', INDEX, ts, sid)
+  end
+  if tonumber(v[2]) < MAXEV then
+    redis.call('HINCRBY', SIGNALS, sid .. '|n', 1)
+    local ev = redis.call('HGET', SIGNALS, sid .. '|e')
+    redis.call('HSET', SIGNALS, sid .. '|e', ev .. #id .. ':' .. id)
+  end
+  return true
+end
+
 -- Count one message in one scope: update the open signal, or fire when the threshold is reached.
 local function count_in(pos, scope, state, win, horizon, threshold, family, id, ts, sample)
   redis.call('ZADD', win, ts, family .. '|' .. id)
   local n = redis.call('HINCRBY', state, 'c:' .. family, 1)
-  local sid = redis.call('HGET', state, 'o:' .. family)
-  if sid then
-    local v = redis.call('HMGET', SIGNALS, sid .. '|l', sid .. '|n')
-    local last = tonumber(v[1])
-    if last and last > horizon then
-      redis.call('HINCRBY', SIGNALS, sid .. '|c', 1)
-      if ts > last then
-        redis.call('HSET', SIGNALS, sid .. '|l', ts)
-        redis.call('ZADD', INDEX, ts, sid)
-      end
-      if tonumber(v[2]) < MAXEV then
-        redis.call('HINCRBY', SIGNALS, sid .. '|n', 1)
-        local ev = redis.call('HGET', SIGNALS, sid .. '|e')
-        redis.call('HSET', SIGNALS, sid .. '|e', ev .. #id .. ':' .. id)
-      end
-      return
-    end
-    close(state, family, sid) -- quiet for a whole window (or evicted): the next burst is a new signal
-  end
+  if join(state, family, horizon, id, ts) then return end
   if threshold > 0 and n >= threshold then fire(pos, scope, state, win, family, id, ts, sample) end
+end
+
+-- An agent's `other` family that repeats is chatter (see the header): the family of message `fp` as
+-- counted, `idle` once the family has repeated; its earlier messages in the window move to `idle`.
+local function chatter_family(state, win, fam, family, horizon)
+  local mark = 'r:' .. family:sub(3)
+  if redis.call('HEXISTS', fam, mark) == 1 then return 'idle' end
+  if tonumber(redis.call('HGET', state, 'c:' .. family) or '0') == 0 then return family end
+  redis.call('HSET', fam, mark, 1)
+  local prefix = family .. '|'
+  local rows = redis.call('ZRANGE', win, 0, -1, 'WITHSCORES')
+  for j = 1, #rows, 2 do
+    if rows[j]:sub(1, #prefix) == prefix then
+      local id = rows[j]:sub(#prefix + 1)
+      redis.call('ZREM', win, rows[j])
+      redis.call('ZADD', win, rows[j + 1], 'idle|' .. id)
+      redis.call('HINCRBY', state, 'c:idle', 1)
+      join(state, 'idle', horizon, id, tonumber(rows[j + 1]))
+    end
+  end
+  redis.call('HDEL', state, 'c:' .. family)
+  local sid = redis.call('HGET', state, 'o:' .. family)
+  if sid then close(state, family, sid) end
+  return 'idle'
 end
 
 local function reset(state, win, fam)
@@ -240,9 +279,16 @@ for i = FIRST, #ARGV, STRIDE do
     local clock = advance(state, ts)
     if cls == 'p' then
       reset(state, win, fam)
+    elseif ts > clock - W and cls == 'b' then
+      trim(state, win, fam, clock - W)
+      count_in(pos, agent, state, win, clock - W, BLOCKED_T, 'blocked', id, ts, sample)
     elseif ts > clock - W then
       trim(state, win, fam, clock - W)
-      local family = (cls == 'i') and 'idle' or family_of(fam, fp, sig)
+      local family = 'idle'
+      if cls == 'o' then
+        family = family_of(fam, fp, sig)
+        if REPEATS then family = chatter_family(state, win, fam, family, clock - W) end
+      end
       count_in(pos, agent, state, win, clock - W, AGENT_T, family, id, ts, sample)
       if ts > swarm_clock - W then
         trim(SW_STATE, SW_WIN, nil, swarm_clock - W)

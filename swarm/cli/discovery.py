@@ -17,12 +17,14 @@ from swarm.bus import Bus
 from swarm.cli.common import AsJson, app, err, out, print_json, run_with_bus, safe
 from swarm.cli.stats import MetricsPort, exporting, metrics_for
 from swarm.discovery.engine import Discovery, Outcome
+from swarm.discovery.limits import DiscoveryLimits, with_overrides
 from swarm.discovery.repetition import Detector
-from swarm.discovery.sources import load_sources
+from swarm.discovery.sources import FORMER_NAMES, load_sources
 from swarm.errors import ConfigError
 
 discovery_app = app("The work-discovery engine: repeated chatter becomes claimable tasks.")
-KINDS = {"consolidation": "consolidation", "audit": "audits", "audits": "audits", "docs": "docs", "todo": "todo"}
+KINDS = ("consolidation", "audit", "docs", "todo")
+"""A source's name is the kind of task it makes; FORMER_NAMES (`audits`) still work."""
 PathOpt = Annotated[Path, typer.Option("--path", help="The workspace to scan (default: the current directory).")]
 
 
@@ -37,20 +39,25 @@ def discover(
     kind: Annotated[list[str] | None, typer.Option(help="Only this kind: consolidation, audit, docs, todo (repeat).")]
     = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be created; change nothing.")] = False,
+    limit: Annotated[list[str] | None, typer.Option(
+        "--limit", metavar="NAME=VALUE",
+        help="Set a discovery limit for this run, e.g. max_file_lines=600 (repeat; SWARM_DISCOVERY_<NAME> sets "
+             "it for good).")] = None,
     as_json: AsJson = False,
 ) -> None:
     """Run the work sources over a workspace now and put what they find on the board."""
     root = _workspace(path)
     names: list[str] | None = None
     if kind:
-        unknown = [k for k in kind if k not in KINDS]
+        unknown = [k for k in kind if k not in KINDS and k not in FORMER_NAMES]
         if unknown:
             raise ConfigError(f"unknown --kind {unknown[0]!r}; use consolidation, audit, docs or todo")
-        names = sorted({KINDS[k] for k in kind})
-    sources = load_sources(names)
+        names = sorted({FORMER_NAMES.get(k, k) for k in kind})
+    limits = with_overrides(DiscoveryLimits(), limit or ())
+    sources = load_sources(names, limits)
 
     async def go(bus: Bus) -> Outcome:
-        engine = Discovery(bus.redis, bus.settings, root, sources=sources)
+        engine = Discovery(bus.redis, bus.settings, root, sources=sources, limits=limits)
         if as_json:
             return await engine.discover(dry_run=dry_run)
         with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -66,7 +73,7 @@ def discover(
     if as_json:
         print_json({
             "dry_run": dry_run, "created": outcome.created, "existing": outcome.existing,
-            "obsolete": outcome.obsolete,
+            "obsolete": outcome.obsolete, "refreshed": outcome.refreshed,
             "drafts": [{"kind": d.kind, "title": d.title, "key": d.key, "priority": d.priority,
                         "files": list(d.files), "findings": len(d.findings)} for d in outcome.drafts],
         })
@@ -80,7 +87,8 @@ def discover(
     out.print(table)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(per_kind.items())) or "nothing"
     verb = "would create" if dry_run else f"created {len(outcome.created)} new, {len(outcome.existing)} existing"
-    out.print(f"found {summary} in {root}; {verb}; {len(outcome.obsolete)} obsolete closed")
+    out.print(f"found {summary} in {root}; {verb}; {len(outcome.refreshed)} refreshed, "
+              f"{len(outcome.obsolete)} obsolete closed")
 
 
 @discovery_app.command("run")

@@ -3,34 +3,41 @@
 It reads the broadcast stream through its own consumer group. Each status or chat message goes
 to the `Detector`; a repetition signal is published to `@captain` (one signal, not the flood) and
 runs the work sources for the capabilities of the agent that keeps repeating itself (every source
-for a swarm-wide signal). Findings become tasks with the board's idempotent create, so a rescan
-never duplicates; a task whose findings are gone on a rescan is cancelled as obsolete. When a
-signal keeps repeating and no new work turns up, the captain gets one escalation for it.
+for a swarm-wide signal). Findings become tasks with the board's idempotent `create_many`, so a
+rescan never duplicates. The rest of a rescan is one script (`swarm/lua/rescan.lua`): a task whose
+findings changed (one fixed, lines moved) gets the new title, body and line numbers (a `refreshed`
+event), a task whose findings are gone is cancelled as obsolete and its dedup key freed, and the
+source's index is rewritten, all in one step. When a signal keeps repeating and no new work turns
+up, the captain gets one escalation for it. A `blocked` signal (an agent that keeps saying it is
+blocked) finds no work: it is escalated to the captain, saying who is blocked on what, once.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 
-from swarm.board import Board, TaskSpec
+from swarm.board import Board, TaskSpec, refused
 from swarm.bus import Bus, Consumer, Delivery
 from swarm.connection import doing, text
 from swarm.discovery.findings import TaskDraft
 from swarm.discovery.limits import DiscoveryLimits
 from swarm.discovery.repetition import SWARM_SCOPE, Detector, RepetitionSettings
-from swarm.discovery.sources import Source, load_sources
+from swarm.discovery.sources import Source, former_names, load_sources
+from swarm.discovery.text import BLOCKED_FAMILY
 from swarm.discovery.workspace import Workspace
-from swarm.errors import IllegalTransition
 from swarm.keys import CAPTAIN, Keys
-from swarm.protocol import ChatBody, Signal, message
+from swarm.lua import Scripts
+from swarm.protocol import ChatBody, Signal, message, new_id
 from swarm.recorder import Recorder
 from swarm.registry import Registry
 from swarm.settings import Settings
@@ -44,6 +51,10 @@ RESCAN_S = 30.0
 Progress = Callable[[str, int, int], None]
 """Called as (source name, sources done, sources in all) while a scan runs."""
 
+_BLOCKED_PREFIX = re.compile(
+    r"^\W*(?:(?:i am|i'm|im|still|currently|now)\s+)*blocked\b[\s:,.;-]*(?:(?:on|by)\s+)?", re.IGNORECASE
+)
+
 
 @dataclass
 class Outcome:
@@ -52,6 +63,8 @@ class Outcome:
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     obsolete: list[str] = field(default_factory=list)
+    refreshed: list[str] = field(default_factory=list)
+    """Existing tasks whose title, body or line numbers the rescan brought up to date."""
     drafts: list[TaskDraft] = field(default_factory=list)
     placed: list[tuple[TaskDraft, str, bool]] = field(default_factory=list)
     """Each draft put on the board, in order, with its task id and whether it was new."""
@@ -61,6 +74,7 @@ class Outcome:
         self.created += other.created
         self.existing += other.existing
         self.obsolete += other.obsolete
+        self.refreshed += other.refreshed
         self.drafts += other.drafts
         self.placed += other.placed
 
@@ -83,7 +97,10 @@ class Discovery:
         self.board = Board(redis, settings)
         self.registry = Registry(redis, settings)
         self.detector = Detector(redis, settings, repetition)
-        self.sources = list(sources) if sources is not None else load_sources(limits=limits)
+        self.limits = limits or DiscoveryLimits()
+        """What the walk of the tree obeys (`max_file_bytes`), and the sources loaded here."""
+        self.sources = list(sources) if sources is not None else load_sources(limits=self.limits)
+        self._scripts = Scripts(redis)
         self.sender = sender
         self.seen = 0
         self.signals = 0
@@ -106,7 +123,7 @@ class Discovery:
 
     def scan(self, sources: Sequence[Source], progress: Progress | None = None) -> dict[str, list[TaskDraft]]:
         """Run `sources` over the workspace now (blocking; one shared Workspace) -> drafts per source."""
-        workspace = Workspace(self.root)
+        workspace = Workspace(self.root, self.limits)
         out: dict[str, list[TaskDraft]] = {}
         for n, source in enumerate(sources):
             if progress:
@@ -145,43 +162,74 @@ class Discovery:
                 if not dry_run:
                     outcome.merge(await self._apply(source, drafts, evidence))
         if not dry_run:
-            self.outcome.merge(Outcome(outcome.created, outcome.existing, outcome.obsolete))
+            self.outcome.merge(Outcome(outcome.created, outcome.existing, outcome.obsolete, outcome.refreshed))
         return outcome
 
     async def _apply(self, source: Source, drafts: Sequence[TaskDraft], evidence: Sequence[str]) -> Outcome:
         outcome = Outcome()
-        index = self.keys.discovered(source.name)
+        former = former_names(source.name)
         with doing("reading discovered tasks"):
-            before = {text(k): text(v) for k, v in (await self.redis.hgetall(index)).items()}
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name in (*former, source.name):  # a renamed source's old index first: the new one wins
+                    pipe.hgetall(self.keys.discovered(name))
+                indexes: list[dict[Any, Any]] = await pipe.execute()
+        before = {text(k): text(v) for index in indexes for k, v in index.items()}
+        specs = [
+            TaskSpec(kind=d.kind, title=d.title[:300], body=d.body, priority=d.priority, key=d.key,
+                     evidence=tuple(evidence), caps=d.capabilities, files=d.files)
+            for d in drafts
+        ]
+        placed = await self.board.create_many(specs)
         found: dict[str, str] = {}
-        for d in drafts:
-            task, created = await self.board.create(TaskSpec(
-                kind=d.kind, title=d.title[:300], body=d.body, priority=d.priority, key=d.key,
-                evidence=tuple(evidence), caps=d.capabilities, files=d.files,
-            ))
-            found[d.key] = task.id
-            (outcome.created if created else outcome.existing).append(task.id)
-            outcome.placed.append((d, task.id, created))
-        for key, task_id in before.items():  # keys the sources no longer report
-            if key in found:
-                continue
-            try:
-                await self.board.cancel(task_id, f"obsolete: {source.name} no longer finds this on rescan")
-                outcome.obsolete.append(task_id)
-                # Forget the key of a task closed as obsolete: should the finding come back (a branch
-                # switch, a revert), a new task is made for it instead of the cancelled one returned.
-                with doing("forgetting an obsolete task's key"):
-                    await self.redis.hdel(self.keys.dedup, key)
-            except IllegalTransition:
-                pass  # finished already: its history stands
-        with doing("recording discovered tasks"):
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(index)
-                if found:
-                    pipe.hset(index, mapping=cast(dict[Any, Any], found))
-                await pipe.execute()
+        existing: list[tuple[TaskSpec, str]] = []
+        for d, spec, (task_id, created) in zip(drafts, specs, placed, strict=True):
+            found[d.key] = task_id
+            (outcome.created if created else outcome.existing).append(task_id)
+            outcome.placed.append((d, task_id, created))
+            if not created:
+                existing.append((spec, task_id))
+        scan = {
+            "found": found,
+            "refresh": await self._changed(existing),
+            "obsolete": [[key, task_id] for key, task_id in before.items() if key not in found],
+            "reason": f"obsolete: {source.name} no longer finds this on rescan",
+            "forget": list(former),
+        }
+        reply = await self._rescan(source.name, scan)
+        outcome.obsolete += reply.get("obsolete") or []
+        outcome.refreshed += reply.get("refreshed") or []
         self.metrics.on_discovered(source.name, len(outcome.created), len(outcome.obsolete))
         return outcome
+
+    async def _changed(self, existing: Sequence[tuple[TaskSpec, str]]) -> list[dict[str, Any]]:
+        """The existing tasks whose title, body, priority or files differ from the rescan's: what to refresh."""
+        if not existing:
+            return []
+        fields = ("title", "body", "priority", "files")
+        with doing("reading discovered tasks"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _, task_id in existing:
+                    pipe.hmget(self.keys.task(task_id), fields)
+                stored: list[list[Any]] = await pipe.execute()
+        out: list[dict[str, Any]] = []
+        for (spec, task_id), values in zip(existing, stored, strict=True):
+            now = {"title": spec.title, "body": spec.body, "priority": str(spec.priority),
+                   "files": "\n".join(spec.files)}
+            if [text(v) if v is not None else None for v in values] != [now[f] for f in fields]:
+                out.append({"id": task_id, "key": spec.key, **now, "evidence": ",".join(spec.evidence)})
+        return out
+
+    async def _rescan(self, source: str, scan: dict[str, Any]) -> dict[str, Any]:
+        with doing("closing a rescan"):
+            raw = await self._scripts["rescan"](
+                keys=[self.keys.events],
+                args=[self.keys.prefix, new_id(), self.settings.stream_maxlen, source, json.dumps(scan)],
+            )
+        reply: dict[str, Any] = json.loads(raw)
+        error = refused(reply)
+        if error is not None:
+            raise error
+        return reply
 
     # --- the live engine ---------------------------------------------------------------------------
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -204,8 +252,16 @@ class Discovery:
             await self.on_signal(signal)
 
     async def on_signal(self, signal: Signal) -> Outcome:
-        """Run the sources fitting the repeating agent, and escalate once if nothing new turns up."""
+        """Run the sources fitting the repeating agent, and escalate once if nothing new turns up.
+
+        A `blocked` signal runs no source: the agent is not idle, it waits for something; the
+        captain is told who is blocked on what, once per signal (a signal lasts while the reports
+        keep coming within a window).
+        """
         agent = signal.body.agent
+        if signal.body.fingerprint == BLOCKED_FAMILY:
+            await self._escalate_blocked(signal)
+            return Outcome()
         if agent == SWARM_SCOPE:
             sources = list(self.sources)
         else:
@@ -219,10 +275,22 @@ class Discovery:
             await self._escalate(signal, [s.name for s in sources])
         return outcome
 
-    async def _escalate(self, signal: Signal, sources: list[str]) -> None:
+    async def _first_escalation(self, signal: Signal) -> bool:
         with doing("recording an escalation"):
-            first = await self.redis.sadd(self.keys.escalated, signal.id)
-        if not first:
+            return bool(await self.redis.sadd(self.keys.escalated, signal.id))
+
+    async def _escalate_blocked(self, signal: Signal) -> None:
+        if not await self._first_escalation(signal):
+            return
+        body = signal.body
+        what = _BLOCKED_PREFIX.sub("", body.sample).strip() or body.sample
+        text = (f"{body.agent} is blocked: {what} (said {body.count} times); give it what it needs, "
+                f"or reassign its work (`swarm task list --owner {body.agent}`)")
+        await self.bus.publish(message(ChatBody(text=text[:4000]), sender=self.sender, to=CAPTAIN,
+                                       correlation_id=signal.id, priority="urgent", tags=("blocked",)))
+
+    async def _escalate(self, signal: Signal, sources: list[str]) -> None:
+        if not await self._first_escalation(signal):
             return
         who = "the swarm" if signal.body.agent == SWARM_SCOPE else signal.body.agent
         text = (f"{who} keeps repeating {signal.body.sample!r} ({signal.body.count} times) and the sources "

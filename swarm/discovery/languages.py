@@ -10,6 +10,7 @@ multi-line string or comment is replaced by as many newlines as it spanned.
 
 from __future__ import annotations
 
+import itertools
 import keyword
 import re
 from dataclasses import dataclass
@@ -17,6 +18,13 @@ from functools import cached_property
 
 LITERAL = "\x01"
 """Stands for a string or number in normalized code: not a word character, so it never reads as a name."""
+DATA = "\x02"
+"""Starts a line of data kept as written (Python): an element of a literal with no name in it (`(0, 0, 0),`,
+`"dots": {"interval": 80},`)."""
+BOUNDARY = "\x04"
+"""A function signature (Python), whatever its parameters, kept as one line: where a function starts."""
+WRITTEN = "\x03"
+"""Starts any other line inside brackets kept as written (Python): an argument, an element naming a value."""
 
 # Kept verbatim in normalized code of the non-Python families: a union of their keywords is close
 # enough for clone detection, and treating a keyword as a name elsewhere only costs a little precision.
@@ -180,7 +188,115 @@ def lex(text: str, language: Language) -> Lexed:
     code = _NUMBER.sub(LITERAL, code)
     code = _SPACES.sub(" ", code)
     lines = [(number, line) for number, raw in enumerate(code.split("\n"), 1) if (line := raw.strip())]
+    if language is PYTHON:
+        lines = _python_lines(lines, _NOT_BRACKET.sub("", code).split("\n"), text, comments)
     return Lexed(code=lines, comments=comments)
+
+
+_KEYWORD = re.compile(r"\b[a-z]")
+"""A keyword in normalized Python (names are `I`; None, True and False, capitalized, are values)."""
+_STUB = (":", ": ...", ": pass")
+_MAYBE = frozenset("da@p." + LITERAL)
+"""First characters of the lines that may be a `def` (`def`, `async def`), a decorator, a stub's body
+(`pass`, `...`) or a bare string."""
+_STUB_BODY = frozenset({"pass", "..."})
+
+
+_NOT_BRACKET = re.compile(r"[^()\[\]{}\n]+")
+
+
+class _Change(dict[str, int]):
+    """Brackets opened minus closed, by a line's brackets (`"(()"` -> 1); the same few strings recur."""
+
+    def __missing__(self, brackets: str) -> int:
+        value = self[brackets] = len(brackets) - 2 * sum(brackets.count(c) for c in ")]}")
+        return value
+
+
+_CHANGE = _Change()
+
+
+def _python_lines(
+    lines: list[tuple[int, str]], brackets: list[str], text: str, comments: list[Comment]
+) -> list[tuple[int, str]]:
+    """Python's normalized lines as pylint's duplicate-code reads code, so clones agree with it.
+
+    - Function signatures are not compared (pylint's `ignore-signatures`): the `def` line through the
+      line that closes its parameters, and one-line stubs (`def f(x: int) -> int: ...`), become one
+      `BOUNDARY` line, the same for every function. A parameter list or an `@overload` stack is never
+      a clone; bodies that match under different signatures are, and a clone runs from one function
+      into the next only where both copies start a function.
+    - `@overload` stubs go whole: decorator, signature and body (`...`, `pass`).
+    - Bare string statements (docstrings) go (`ignore-docstrings`).
+    - Data is compared as written, not normalized: a line inside brackets with no keyword in it (an
+      element of a list, dict or tuple, an argument of a call) keeps its own text, after `DATA` when
+      it holds literals only, else after `WRITTEN`. Two tables or two argument lists of the same shape
+      are different data; only a copy matches.
+    """
+    # Depth after each physical line, summed in C; a stray closer can make it negative: read as 0.
+    after = list(itertools.accumulate(_CHANGE[b] for b in brackets))
+    # Only lines inside brackets, `def`s and bare strings need a look; the rest pass as they are.
+    todo = [k for k, (number, line) in enumerate(lines)
+            if line[0] in _MAYBE or (number > 1 and after[number - 2] > 0)]
+    if not todo:
+        return lines
+    out = list(lines)
+    drop: set[int] = set()
+    written = _AsWritten(text, comments)
+    signature = overload = stub_signature = False
+    stub = -1  # where an overload's body (`...`, `pass`) would be
+    for k in todo:
+        number, line = lines[k]
+        if signature:
+            signature = after[number - 1] > 0
+            drop.add(k)
+            if not signature and stub_signature:
+                stub = k + 1
+        elif k == stub and line in _STUB_BODY:
+            drop.add(k)
+        elif number > 1 and after[number - 2] > 0:  # inside brackets
+            if not _KEYWORD.search(line):
+                out[k] = (number, (WRITTEN if "I" in line else DATA) + written.line(number))
+        elif line[0] == "@" and "overload" in written.raw(number):
+            overload = True  # `@overload` (`@typing.overload`): the whole stub goes
+            drop.add(k)
+        elif line.startswith(("def ", "async def ")):
+            signature = after[number - 1] > 0
+            stub_signature, overload = overload, False
+            if stub_signature:
+                drop.add(k)
+                stub = k + 1 if not signature and line.endswith(":") else -1
+            elif signature or line.endswith(_STUB):
+                out[k] = (number, BOUNDARY)
+        elif line == LITERAL:
+            drop.add(k)
+    return [line for k, line in enumerate(out) if k not in drop] if drop else out
+
+
+class _AsWritten:
+    """The source's lines as written, split only when one is asked for."""
+
+    def __init__(self, text: str, comments: list[Comment]) -> None:
+        self.text = text
+        self.comments = comments
+        self._lines: list[str] | None = None
+        self._comment_at: dict[int, str] | None = None
+
+    def raw(self, number: int) -> str:
+        """Line `number` (1-based) exactly as written."""
+        if self._lines is None:
+            self._lines = self.text.split("\n")
+        return self._lines[number - 1]
+
+    def line(self, number: int) -> str:
+        """Line `number` without its comment, spaces collapsed: how data lines are compared."""
+        if self._comment_at is None:
+            self._comment_at = {c.line: c.text for c in self.comments}
+        line = self.raw(number)
+        comment = self._comment_at.get(number)
+        if comment is not None:
+            line = line[: line.rfind(comment)]
+        return " ".join(line.split())
 
 
 def _keep_newlines(match: re.Match[str]) -> str:

@@ -26,7 +26,8 @@ class Definition:
     end_line: int
     has_docstring: bool
     public: bool
-    """Part of the module's public API: a public name, not nested in a function, inside public classes."""
+    """Part of the module's public API, as ruff decides it: a name without a leading underscore, or a
+    dunder method (`__call__`, `__eq__`), not nested in a function, inside public classes."""
     parameters: int
     """Parameters a caller passes: `self`/`cls` of methods, `*args` and `**kwargs` are not counted."""
     inherits_doc: bool
@@ -65,10 +66,11 @@ def _visit(
 ) -> None:
     for node in body:
         if isinstance(node, _DEFINITIONS):
-            visible = public and not node.name.startswith("_")
+            is_class = isinstance(node, ast.ClassDef)
+            dunder_method = in_class and not is_class and node.name.startswith("__") and node.name.endswith("__")
+            visible = public and (not node.name.startswith("_") or dunder_method)
             if exported is not None and not prefix:
                 visible = node.name in exported
-            is_class = isinstance(node, ast.ClassDef)
             found.append(
                 Definition(
                     kind="class" if is_class else "function",

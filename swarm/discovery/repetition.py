@@ -8,6 +8,15 @@ near-duplicates: close SimHash or overlapping feature sets), and fires a signal 
 reaches its threshold. Later repeats only raise the open signal's count in Redis, so the captain's
 feed sees one signal, not forty "standing by"s.
 
+Chatter needs no lexicon to be caught: a family of near-duplicates that one agent repeats with no
+progress in between ("Inbox checked at 14:02:11: no new messages" twice) is chatter from its first
+repeat on, whatever its wording: its messages move into the agent's `idle` family and count with the
+idle paraphrases (`repeats_are_chatter`). Progress is never counted and empties the agent's window.
+Lifecycle statuses ("online, ready for work", "offline") are not counted at all. Reports of being
+blocked ("Blocked: t-4 needs the API key") are not chatter either: they count in the agent's own
+`blocked` family, and `blocked_threshold` of them make a signal tagged `blocked`, which the
+discovery engine escalates to the captain instead of looking for work.
+
 All state lives in Redis and every decision depends only on the messages (their ids, senders,
 texts and timestamps), never on the wall clock or the process: kill the detector, start another
 one on the same Redis, and the same signals come out with the same ids.
@@ -36,7 +45,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import Redis
 
 from swarm.connection import doing
-from swarm.discovery.text import Classifier, Verdict, normalize
+from swarm.discovery.text import BLOCKED_FAMILY, Classifier, Verdict, normalize
 from swarm.keys import CAPTAIN, Keys
 from swarm.lua import Scripts
 from swarm.protocol import AGENT_PATTERN, Chat, Message, Signal, SignalBody, Status
@@ -48,7 +57,7 @@ SWARM_SCOPE = "_swarm"
 SAMPLE_CHARS = 200
 """Characters of the triggering text kept as a signal's sample."""
 
-_CLS = {"idle": "i", "other": "o", "progress": "p"}
+_CLS = {"idle": "i", "other": "o", "progress": "p", "blocked": "b"}
 _FIELDS = ("", "|c", "|l", "|o", "|e")
 """Per-signal fields of the signals hash: fixed-fields JSON, count, last seen, open, evidence."""
 
@@ -69,6 +78,13 @@ class RepetitionSettings(BaseSettings):
     )
     min_shared: int = Field(2, ge=1, description="Features two texts must share for `min_overlap` to apply.")
     max_residual: int = Field(2, ge=0, description="Content words beyond an idle phrase that still leave a text idle.")
+    repeats_are_chatter: bool = Field(
+        True, description="A message an agent repeats (any wording, near-duplicates too) with no progress in between "
+        "is chatter from its first repeat on: it counts in the agent's `idle` family, with the idle paraphrases."
+    )
+    blocked_threshold: int = Field(
+        2, ge=1, description="Reports of being blocked from one agent that make a `blocked` signal (escalated)."
+    )
     max_evidence: int = Field(256, ge=1, le=256, description="Message ids a signal keeps as evidence.")
     max_signals: int = Field(1_000, ge=1, description="Signals kept for `swarm signals`; the oldest go first.")
     batch: int = Field(500, ge=1, description="Messages per script call in `observe_many`.")
@@ -100,7 +116,10 @@ class Detector:
         self._window_ms = int(self.repetition.window_s * 1000)
 
     def verdict(self, msg: Message) -> Verdict | None:
-        """What the classifier makes of `msg`; None for kinds other than status and chat."""
+        """What the classifier makes of `msg`; None for kinds other than status and chat.
+
+        Lifecycle statuses ("online, ready for work", "offline") get a verdict but are never counted.
+        """
         if isinstance(msg, Status):
             if msg.body.task_id and msg.body.state in ("working", "done"):
                 # A status that names the task it is working on or finished is progress by
@@ -139,7 +158,7 @@ class Detector:
 
     def _classified(self, msgs: Sequence[Message]) -> list[tuple[Message, Verdict]]:
         """The messages the detector counts (status and chat), with their verdicts."""
-        return [(m, v) for m in msgs if (v := self.verdict(m)) is not None]
+        return [(m, v) for m in msgs if (v := self.verdict(m)) is not None and v.kind != "lifecycle"]
 
     async def _classify_in_thread(self, msgs: Sequence[Message], into: list[list[tuple[Message, Verdict]]]) -> None:
         into.append(await anyio.to_thread.run_sync(self._classified, msgs))
@@ -183,7 +202,8 @@ class Detector:
         slot: dict[str, int] = {}
         args: list[str | int] = [
             self._window_ms, rep.agent_threshold, rep.swarm_threshold, rep.simhash_distance, rep.min_shared,
-            repr(rep.min_overlap), rep.max_evidence, rep.max_signals, SWARM_SCOPE,
+            repr(rep.min_overlap), rep.max_evidence, rep.max_signals, SWARM_SCOPE, rep.blocked_threshold,
+            int(rep.repeats_are_chatter),
         ]
         for msg, verdict in chunk:
             index = slot.get(msg.sender)
@@ -215,9 +235,10 @@ class Detector:
             agent=rec["agent"], fingerprint=rec["fingerprint"], count=int(count), first_seen=rec["first_seen"],
             last_seen=int(last_seen), sample=rec["sample"], evidence=_netstrings(evidence or b""),
         )
+        what = "blocked" if body.fingerprint == BLOCKED_FAMILY else "repetition"
         signal = Signal(
             id=sid, sender=self.repetition.sender, to=CAPTAIN, ts=rec["fired_at"],
-            correlation_id=rec["fired_by"], tags=("repetition", f"scope:{scope}"), body=body,
+            correlation_id=rec["fired_by"], tags=(what, f"scope:{scope}"), body=body,
         )
         still_open = int(is_open) == 1 and (horizon is None or int(last_seen) > horizon)
         return Repetition(signal, scope, still_open)

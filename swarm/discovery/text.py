@@ -5,7 +5,8 @@ feeds every status and chat text through `Classifier.classify` and counts what c
 
 The method, in three steps:
 
-1. `normalize` lowercases (after NFKC), drops apostrophes, and replaces the parts of a message
+1. `normalize` lowercases (after NFKC), drops possessives ("captain's orders" reads "captain
+   orders") and other apostrophes ("I'm" reads "im"), and replaces the parts of a message
    that change on every repeat without changing its meaning — URLs, e-mail addresses, paths and
    file names, UUIDs, ULIDs, git SHAs and other hex ids, timestamps, percentages, numbers,
    @mentions, emoji — with placeholder tokens (`<url>`, `<path>`, `<num>`, ...). Punctuation
@@ -27,6 +28,12 @@ The method, in three steps:
    "will push") or when the text is a question. Progress wins over idle: "merged PR 42, ready for
    next assignment" is progress.
 
+Two kinds of status are neither chatter nor progress, and are never counted as repeats: an agent
+coming or going ("online, ready for work", "offline", "shutting down", or any status with state
+`done` that is not progress: stopping twelve agents is not twelve agents repeating themselves), and
+an agent saying it is blocked ("Blocked: t-4 needs the API key", or state `blocked`), which the
+detector counts on its own, as `blocked`, for the captain to act on.
+
 Everything else is `other`, and near-duplicates of it are one family. Features are the content
 words and adjacent content-word pairs of the normalized text (stopwords dropped: otherwise "the" and
 "in" dominate one-liners and unrelated lines look alike). Two texts are one family when their 64-bit
@@ -46,10 +53,13 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Literal
 
-Kind = Literal["idle", "progress", "other"]
+Kind = Literal["idle", "progress", "other", "lifecycle", "blocked"]
 
 IDLE_FAMILY = "idle"
-"""The family (and signal fingerprint) every idle paraphrase maps to."""
+"""The family (and signal fingerprint) of chatter: every idle paraphrase, and (in the detector) any
+message an agent repeats with no progress in between."""
+BLOCKED_FAMILY = "blocked"
+"""The family (and signal fingerprint) of an agent's reports that it is blocked."""
 
 # --- normalization --------------------------------------------------------------------------------
 
@@ -89,11 +99,23 @@ _TOKENS = re.compile(
 _GLUED = re.compile(rf"(?P<num>\d+)|(?P<emoji>[{_EMOJI}]+)")
 _PLACEHOLDER = {name: f" <{name}> " for name in _TOKENS.groupindex} | {"emoticon": " <emoji> ", "emoji": " <emoji> "}
 _STRIP = str.maketrans({"<": " ", ">": " ", "'": None, "\u2019": None, "`": " "})
+# "captain's orders" reads "captain orders": the possessive goes, so the word is the one the lexicon
+# knows. A contraction ("it's", "that's", "what's") keeps its letters as before ("its", "thats").
+_POSSESSIVE = re.compile(r"\b(\w+)['\u2019]s\b")
+_CONTRACTED = frozenset({
+    "it", "that", "what", "there", "here", "let", "he", "she", "who", "where", "how", "when", "why", "nothing",
+    "something", "everything", "everyone", "someone", "one",
+})
 _PUNCT = re.compile(r"[^\w<>\s]+")
 
 
 def _placeholder(match: re.Match[str]) -> str:
     return _PLACEHOLDER[match.lastgroup or "num"]
+
+
+def _unpossessive(match: re.Match[str]) -> str:
+    word = match.group(1)
+    return match.group() if word in _CONTRACTED else word
 
 
 def normalize(text: str) -> str:
@@ -102,7 +124,10 @@ def normalize(text: str) -> str:
     >>> normalize("Standing by!! (since 10:42, see /tmp/x.log) 🫡")
     'standing by since <ts> see <path> <emoji>'
     """
-    text = unicodedata.normalize("NFKC", text).lower().translate(_STRIP)
+    text = unicodedata.normalize("NFKC", text).lower()
+    if "'" in text or "\u2019" in text:
+        text = _POSSESSIVE.sub(_unpossessive, text)
+    text = text.translate(_STRIP)
     text = _GLUED.sub(_placeholder, _TOKENS.sub(_placeholder, text))
     return " ".join(_PUNCT.sub(" ", text).split())
 
@@ -286,13 +311,26 @@ _BLOCKERS = _words(
 )
 _AFTER_BLOCKERS = _words("nothing none")
 
+# An agent coming or going says so once per start or stop: never chatter, however many agents stop
+# at once ("offline" from twelve agents is a shutdown, not a swarm repeating itself). The agent
+# runtime's own texts are "online, ready for work" and "offline".
+_LIFECYCLE = re.compile(
+    r"(?:(?:agent|now|back|going|is|im|i am) )*"
+    r"(?:online|offline|ready|starting(?: up)?|started|stopping|stopped|shutting down|shut down|restarting|"
+    r"restarted|exiting|signing off)"
+    r"(?: (?:and |now )?(?:online|ready(?: for work)?))?(?: now)?"
+)
+# "Blocked: t-4 needs the API key", "I'm blocked on review", "still blocked by the migration".
+_BLOCKED = re.compile(r"(?:(?:i am|im|still|currently|now|agent <num>|<mention>) )*blocked\b")
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the classifier made of one text.
 
-    `family` is what repeats are counted under: `idle` for every idle paraphrase, `s:<16 hex>` (the
-    text's own SimHash) for other talk, and `""` for progress, which is never counted. `signature`
+    `family` is what repeats are counted under: `idle` for every idle paraphrase, `blocked` for an
+    agent's reports that it is blocked, `s:<16 hex>` (the text's own SimHash) for other talk, and `""`
+    for progress and lifecycle texts ("online", "offline"), which are never counted. `signature`
     (other talk only) is the feature-hash set that near-duplicate matching compares.
     """
 
@@ -328,8 +366,13 @@ class Classifier:
 
     def _classify(self, text: str, state: str | None) -> Verdict:
         norm = normalize(text)
+        if state == "blocked" or _BLOCKED.match(norm):
+            return Verdict("blocked", BLOCKED_FAMILY, 0, norm)
         if not text.rstrip().endswith("?") and self._progress(norm):
             return Verdict("progress", "", 0, norm)
+        if state == "done" or _LIFECYCLE.fullmatch(norm):
+            # A "done" status that is not progress is an agent's sign-off ("offline"): never chatter.
+            return Verdict("lifecycle", "", 0, norm)
         if state == "idle" or self._idle(norm):
             return Verdict("idle", IDLE_FAMILY, 0, norm)
         feats = features(norm)

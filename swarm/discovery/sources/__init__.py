@@ -6,8 +6,13 @@ example in a plugin's pyproject.toml:
     [project.entry-points."swarm.sources"]
     licenses = "my_plugin.licenses:LicenseSource"
 
-`load_sources` finds them; the four built-ins (consolidation, audits, docs, todo) are found even
+`load_sources` finds them; the four built-ins (consolidation, audit, docs, todo) are found even
 when the package metadata is not installed (running from a source checkout).
+
+A source's name is the kind of the tasks it makes, so `--kind`, an agent's capabilities and the
+source it needs are one word. The audit source was called `audits` (it made `audit` tasks): that
+name still loads it (`load_sources(["audits"])`, `swarm discover --kind audits`, an installed entry
+point of that name), and its index of found tasks is taken over on its first rescan.
 """
 
 from __future__ import annotations
@@ -32,23 +37,31 @@ GROUP = "swarm.sources"
 
 BUILTINS = {
     "consolidation": "swarm.discovery.sources.consolidation:ConsolidationSource",
-    "audits": "swarm.discovery.sources.audits:AuditSource",
+    "audit": "swarm.discovery.sources.audits:AuditSource",
     "docs": "swarm.discovery.sources.docs:DocsSource",
     "todo": "swarm.discovery.sources.todo:TodoSource",
 }
 
+FORMER_NAMES = {"audits": "audit"}
+"""Names a built-in source had before it was named after its task kind -> its name now."""
+
+
+def former_names(name: str) -> tuple[str, ...]:
+    """The names source `name` had before (whose index of found tasks it takes over)."""
+    return tuple(old for old, new in FORMER_NAMES.items() if new == name)
+
 
 class Source(ABC):
-    """One kind of work discovery can find. Subclasses set `name` and `kind` and implement both methods.
+    """One kind of work discovery can find. Subclasses set `name` and implement both methods.
 
     `scan` must be deterministic: the same tree gives the same findings with the same keys, which is
     what lets a rescan recognise work it already proposed.
     """
 
     name: ClassVar[str]
-    """The entry-point name, also the `source` of every finding it makes."""
+    """The entry-point name, also the `source` of every finding it makes and the kind of its tasks."""
     kind: ClassVar[TaskKind]
-    """The kind of task its findings become."""
+    """The kind of task its findings become: the same word as `name` (every built-in's is)."""
 
     def __init__(self, limits: DiscoveryLimits | None = None) -> None:
         self.limits = limits or DiscoveryLimits()
@@ -72,9 +85,9 @@ def load_sources(names: Iterable[str] | None = None, limits: DiscoveryLimits | N
     A plugin named explicitly that fails to load is an error; when loading every source, a broken
     third-party plugin is logged and left out so it cannot stop discovery.
     """
-    registered = {ep.name: ep.value for ep in entry_points(group=GROUP)}
+    registered = {FORMER_NAMES.get(ep.name, ep.name): ep.value for ep in entry_points(group=GROUP)}
     available = {**BUILTINS, **registered}
-    wanted = sorted(available) if names is None else list(dict.fromkeys(names))
+    wanted = sorted(available) if names is None else list(dict.fromkeys(FORMER_NAMES.get(n, n) for n in names))
     sources: list[Source] = []
     for name in wanted:
         if name not in available:

@@ -53,7 +53,7 @@ def find_ruff(configured: str | None = None) -> str | None:
 class AuditSource(Source):
     """Security (ruff) and size/compliance findings."""
 
-    name = "audits"
+    name = "audit"
     kind = "audit"
 
     def scan(self, workspace: Workspace) -> list[Finding]:
