@@ -138,6 +138,21 @@ async def test_a_failover_of_the_swarms_master_is_followed_without_an_error(on_c
                                                r"look waits until 5s have passed$") as refused:
             await redis.client_list()
         assert refused.value.code == "TRYAGAIN"
+        # The old master knows it is a replica now, linked to the new one, before the next test
+        # bootstraps a client from it (a node that still thinks it is master would hand out a stale map).
+        old_node = next(n for n in redis.get_nodes() if n.name == old)
+
+        async def demoted() -> bool:
+            info = await redis.execute_command("INFO", "replication", target_nodes=old_node)
+            if not (info["role"] == "slave" and info.get("master_link_status") == "up"):
+                return False
+            for node in redis.get_nodes():  # ...and every node's map says so (gossip has spread)
+                view = await redis.execute_command("CLUSTER NODES", target_nodes=node)
+                if "slave" not in str(view.get(old, {}).get("flags", "")):
+                    return False
+            return True
+
+        await eventually(demoted, within=15)
 
 
 async def test_wait_replicas_makes_each_transition_wait_for_a_replica_or_says_it_did_not(on_cluster: Settings) -> None:
