@@ -183,6 +183,13 @@ class SwarmCluster(RedisCluster):
                 if attempt == self.retries or isinstance(exc, rex.AuthenticationError):
                     raise translate(_redis_error(exc), str(args[0]) if args else "COMMAND") from exc
                 await anyio.sleep(backoff.compute(attempt + 1))
+            except rex.ReadOnlyError as exc:
+                # A master that a failover demoted, still in our map (a keyless write such as FLUSHDB
+                # gets no MOVED to follow): learn the map again and retry.
+                if attempt == self.retries:
+                    raise translate(exc, str(args[0]) if args else "COMMAND") from exc
+                await self.nodes_manager.initialize()
+                await anyio.sleep(backoff.compute(attempt + 1))
             except rex.RedisError as exc:
                 raise translate(exc, str(args[0]) if args else "COMMAND") from exc
             except rex.RedisClusterException as exc:
