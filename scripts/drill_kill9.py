@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -107,6 +108,16 @@ async def wait_for(check, within: float, every: float = 0.01):  # type: ignore[n
     return None
 
 
+async def running_owner(board: Board, task_id: str) -> str | None:
+    """The task's owner while it runs, else None."""
+    t = await board.get(task_id)
+    return t.owner if t.state == "running" else None
+
+
+async def is_done(board: Board, task_id: str) -> bool:
+    return (await board.get(task_id)).state == "done"
+
+
 async def kill_rounds(board: Board, agents: Agents, rounds: int, work: float, mark_file: Path,
                       ) -> tuple[list[float], list[str], int]:
     recoveries: list[float] = []
@@ -116,11 +127,7 @@ async def kill_rounds(board: Board, agents: Agents, rounds: int, work: float, ma
         task, _ = await board.create(TaskSpec(kind="drill", title=f"round {n}"))
         ids.append(task.id)
 
-        async def running_owner(task_id: str = task.id) -> str | None:
-            t = await board.get(task_id)
-            return t.owner if t.state == "running" else None
-
-        owner = await wait_for(running_owner, 30)
+        owner = await wait_for(partial(running_owner, board, task.id), 30)
         if owner is None:
             print(f"round {n}: {task.id} never ran; see the agents' logs in {agents.home}")
             continue
@@ -139,10 +146,7 @@ async def kill_rounds(board: Board, agents: Agents, rounds: int, work: float, ma
         orphans += sum(alive(pid, str(mark_file)) for pid in handler_pids)
         agents.start(owner)  # back under the same name, as a supervisor would
 
-        async def done(task_id: str = task.id) -> bool:
-            return (await board.get(task_id)).state == "done"
-
-        await wait_for(done, 60)
+        await wait_for(partial(is_done, board, task.id), 60)
         print(f"round {n + 1}/{rounds}: {task.id} killed {owner}, recovered in "
               f"{recoveries[-1] if recoveries else float('nan'):.2f} s", flush=True)
     return recoveries, ids, orphans
@@ -156,11 +160,7 @@ async def pause_rounds(board: Board, agents: Agents, pauses: int, lease: float, 
         task, _ = await board.create(TaskSpec(kind="drill", title=f"pause {n}"))
         ids.append(task.id)
 
-        async def running_owner(task_id: str = task.id) -> str | None:
-            t = await board.get(task_id)
-            return t.owner if t.state == "running" else None
-
-        owner = await wait_for(running_owner, 30)
+        owner = await wait_for(partial(running_owner, board, task.id), 30)
         if owner is None:
             notes.append(f"{task.id} never ran")
             continue
@@ -169,10 +169,7 @@ async def pause_rounds(board: Board, agents: Agents, pauses: int, lease: float, 
         await anyio.sleep(lease * 1.5)  # past the lease: the other agent takes the task meanwhile
         os.kill(pid, signal.SIGCONT)
 
-        async def done(task_id: str = task.id) -> bool:
-            return (await board.get(task_id)).state == "done"
-
-        await wait_for(done, 60)
+        await wait_for(partial(is_done, board, task.id), 60)
         await anyio.sleep(1.0)
         print(f"pause {n + 1}/{pauses}: {task.id} paused {owner} for {lease * 1.5:.1f} s", flush=True)
     return ids, notes

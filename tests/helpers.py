@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from swarm.settings import Settings
+
+if TYPE_CHECKING:
+    from swarm.agent import Agent
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = "tests/procs/agent_handlers.py"
@@ -43,3 +47,13 @@ def spawn(
              "--handler", handler if handler.startswith("cmd:") else f"{HANDLERS}:{handler}", *extra],
             cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=errors,
         )
+
+
+@asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[anyio.Event]:
+    """Run `agent` until the block ends (or its `stop` is set), then let it shut down."""
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        await tg.start(agent.run, stop)
+        yield stop
+        stop.set()

@@ -26,7 +26,7 @@ from swarm.handlers.command import CommandHandler
 from swarm.registry import AgentCard, Registry
 from swarm.roster import load_roster
 from swarm.settings import Settings
-from tests.helpers import HANDLERS, ROOT, eventually, spawn
+from tests.helpers import HANDLERS, ROOT, eventually, running, spawn
 
 
 @pytest.fixture
@@ -36,15 +36,6 @@ def fast(settings: Settings) -> Settings:
 
 async def log(redis: Redis) -> list[str]:
     return [x.decode() if isinstance(x, bytes) else x for x in await redis.lrange("test:log", 0, -1)]
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[anyio.Event]:
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        await tg.start(agent.run, stop)
-        yield stop
-        stop.set()
 
 
 async def test_sigkill_mid_task_completes_on_another_agent_exactly_once(redis: Redis, fast: Settings) -> None:

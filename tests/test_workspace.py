@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from swarm.roster import load_card
 from swarm.settings import Settings
 from swarm.verify import Verifier
 from swarm.workspace import Worktrees, with_workspace
-from tests.helpers import ROOT, eventually
+from tests.helpers import ROOT, eventually, running
 
 FAKE = ROOT / "tests" / "procs" / "fake_coder.py"
 NOTES = "# notes\n"
@@ -78,15 +76,6 @@ def coders(tmp_path: Path) -> dict[str, str]:
         script.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {program} "$@"\n')
         script.chmod(0o755)
     return {"PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
-
-
-@asynccontextmanager
-async def running(agent: Agent) -> AsyncIterator[anyio.Event]:
-    stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        await tg.start(agent.run, stop)
-        yield stop
-        stop.set()
 
 
 async def _in_state(board: Board, task_id: str, state: str) -> Task | None:

@@ -613,16 +613,19 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
     if t.state == 'assigned' or t.state == 'running' then hint = '; use reassign to move it' end
     return nil, err('illegal', 'task ' .. id .. ' is ' .. t.state .. (t.owner ~= '' and (' by ' .. t.owner) or '') ..
       ', not open' .. hint)
-  elseif budget_stop(agent) then
-    return nil, err('not_ready', 'task ' .. id .. ' cannot go to ' .. agent .. ': ' .. budget_stop(agent))
-  elseif redis.call('SISMEMBER', key('paused'), t.kind) == 1 then
-    return nil, err('not_ready', 'task ' .. id .. ' is of kind ' .. t.kind .. ', which is paused; `swarm resume ' ..
-      t.kind .. '` lets it be assigned')
-  elseif redis.call('ZSCORE', key('ready'), id) == false then
-    if tonumber(t.deps_left) > 0 then
-      return nil, err('not_ready', 'task ' .. id .. ' waits on ' .. t.deps_left .. ' unfinished blocked-by task(s)')
+  else
+    local stopped = budget_stop(agent)
+    if stopped then
+      return nil, err('not_ready', 'task ' .. id .. ' cannot go to ' .. agent .. ': ' .. stopped)
+    elseif redis.call('SISMEMBER', key('paused'), t.kind) == 1 then
+      return nil, err('not_ready', 'task ' .. id .. ' is of kind ' .. t.kind .. ', which is paused; `swarm resume ' ..
+        t.kind .. '` lets it be assigned')
+    elseif redis.call('ZSCORE', key('ready'), id) == false then
+      if tonumber(t.deps_left) > 0 then
+        return nil, err('not_ready', 'task ' .. id .. ' waits on ' .. t.deps_left .. ' unfinished blocked-by task(s)')
+      end
+      return nil, err('not_ready', 'task ' .. id .. ' is backing off until ' .. t.not_before .. ' (ms) after a failure')
     end
-    return nil, err('not_ready', 'task ' .. id .. ' is backing off until ' .. t.not_before .. ' (ms) after a failure')
   end
   local previous = t.owner
   hand_out(t, agent, lease_ms, 'assigned')
