@@ -488,7 +488,7 @@ class Agent:
         period = self.settings.heartbeat_period_s
         while True:
             try:
-                if not self._stopping and not await self.registry.heartbeat(self.name, self.instance):
+                if not self._stopping and not await self.registry.heartbeat(self.name, self.instance, self.card):
                     log.error("another instance registered with this name; stopping", agent=self.name)
                     self._replaced.set()
                 # Finished jobs are the settler's to report: their leases no longer matter.

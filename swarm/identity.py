@@ -3,7 +3,8 @@
 Without ACL users a swarm is a trusted network: anyone who can reach the server may act as any
 agent. With them (`swarm acl add`), the server itself tells callers apart:
 
-- an **agent**'s user may write the swarm's keys but only its own identity key (`identity:<name>`);
+- an **agent**'s user may use the swarm's keys but only its own identity key (`identity:<name>`, where
+  register records the instance holding the name);
   the board scripts ask the server (`redis.acl_check_cmd`) whether the caller may write the identity
   of the agent it names, so through the board an agent acts only for itself: it cannot claim, report,
   renew, register or reap as another, nor assign, cancel, retry, edit or purge (captain-only);
@@ -67,14 +68,15 @@ def rules(keys: Keys, name: str, role: Role, password: str) -> list[str]:
     commands = ["+@all", "-@dangerous", "-@admin", *_CONNECT]
     if role == "captain":
         return [*base, *commands, "+client|list", f"~{keys.prefix}*"]
-    return [*base, *commands, *[f"~{pattern}" for pattern in families(keys)], f"%W~{keys.identity(name)}"]
+    return [*base, *commands, *[f"~{pattern}" for pattern in families(keys)], f"~{keys.identity(name)}"]
 
 
 def role_of(keys: Keys, name: str, described: str) -> Role | None:
     """The role of a user from its `ACL LIST` line, or None when it is not one of this swarm's."""
-    if f"%W~{keys.identity(name)}" in described:
+    words = described.split()
+    if f"~{keys.identity(name)}" in words or f"%W~{keys.identity(name)}" in words:  # %W~: made by earlier versions
         return "agent"
-    if f"~{keys.prefix}*" in described.split():
+    if f"~{keys.prefix}*" in words:
         return "captain"
     if f"%R~{keys.prefix}*" in described:
         return "viewer"

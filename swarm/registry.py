@@ -56,6 +56,24 @@ class AgentCard(BaseModel):
         return not self.capabilities or "*" in self.capabilities or set(caps) <= set(self.capabilities)
 
 
+class Holder(BaseModel):
+    """Which instance of an agent holds its name, and the name of that instance's connections: what
+    register.lua writes to the agent's identity key."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    instance: str
+    connection: str = ""
+
+    @classmethod
+    def parse(cls, raw: bytes | str) -> Holder | None:
+        """The holder in `raw`, or None when it is not one."""
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            return None
+
+
 def parse_card(name: str, raw: bytes | str) -> AgentCard | None:
     """A registered card, or None (logged) when it does not validate: one malformed card, say from
     an agent in another language, must not stop the captain or `swarm agents` for everyone else."""
@@ -96,21 +114,49 @@ class Registry:
             log.info("an earlier instance's tasks are back on the board", agent=card.name, tasks=released)
         return card
 
-    async def heartbeat(self, name: str, instance: str) -> bool:
-        """Refresh liveness; False when another instance has taken the name (this one should stop)."""
-        card = await self.card(name)
-        if card is None or card.instance != instance:
+    async def heartbeat(self, name: str, instance: str, card: AgentCard | None = None) -> bool:
+        """Refresh liveness; False when another instance has taken the name (this one should stop).
+        With `card` (this instance's own), a card overwritten by someone else is written back."""
+        holder, raw = await self._holder(name)
+        if holder != instance:
             return False
         with doing("recording a heartbeat"):
-            await self.redis.zadd(self.keys.agent_seen, {name: now_ms()})
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(self.keys.agent_seen, {name: now_ms()})
+                if card is not None and raw is not None and parse_card(name, raw) != card:
+                    log.warning("agent card was overwritten by someone else; writing it back", agent=name)
+                    pipe.hset(self.keys.agents, name, card.model_dump_json())
+                await pipe.execute()
         return True
 
     async def deregister(self, name: str, instance: str) -> None:
         """Mark the agent gone at once (graceful exit), if this instance still holds the name."""
-        card = await self.card(name)
-        if card is not None and card.instance == instance:
+        holder, _ = await self._holder(name)
+        if holder == instance:
             with doing("deregistering an agent"):
                 await self.redis.zadd(self.keys.agent_seen, {name: 0})
+
+    async def _holder(self, name: str) -> tuple[str | None, bytes | None]:
+        """The instance holding `name` (from its identity key, which register writes and, under ACL
+        users, only the agent itself or a captain may write; else from its card), and the raw card."""
+        with doing("reading an agent card"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.get(self.keys.identity(name))
+                pipe.hget(self.keys.agents, name)
+                held, raw = await pipe.execute()
+        holder = Holder.parse(held) if held is not None else None
+        if holder is None and raw is not None:
+            card = parse_card(name, raw)
+            holder = Holder(instance=card.instance, connection=card.connection) if card else None
+        return (holder.instance if holder else None), raw
+
+    async def holders(self, names: list[str]) -> dict[str, Holder]:
+        """The holders of `names` that registered with this version or later (see `_holder`)."""
+        if not names:
+            return {}
+        with doing("reading agent identities"):
+            values = await self.redis.mget([self.keys.identity(n) for n in names])
+        return {n: h for n, v in zip(names, values, strict=True) if v is not None and (h := Holder.parse(v))}
 
     async def card(self, name: str) -> AgentCard | None:
         """The current card of `name`, or None."""
@@ -157,4 +203,5 @@ class Registry:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self.keys.agents, name)
                 pipe.zrem(self.keys.agent_seen, name)
+                pipe.delete(self.keys.identity(name))
                 await pipe.execute()

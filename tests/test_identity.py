@@ -13,6 +13,7 @@ from swarm.board import Board, TaskSpec
 from swarm.connection import client
 from swarm.errors import AuthError, Forbidden
 from swarm.identity import Identities, Identity, Role
+from swarm.presence import Presence
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
 
@@ -110,3 +111,26 @@ async def test_acl_list_rotate_and_remove(users: dict[str, Redis], redis: Redis,
         await fresh.aclose()
     await made.remove("bob")
     assert [i.name for i in await made.all()] == ["alice", "cap", "eve"]
+
+
+async def test_a_raw_write_over_an_agents_card_neither_stops_it_nor_gets_it_reaped(
+    users: dict[str, Redis], redis: Redis, settings: Settings
+) -> None:
+    """Agents may write the agents hash, so bob can overwrite alice's card; who holds the name comes
+    from alice's identity key, which only she (or a captain) may write."""
+    keys = Board(redis, settings).keys
+    alice = Registry(users["alice"], settings)
+    card = await alice.register(AgentCard(name="alice", capabilities=("audit",)), "a-1",
+                                connection=keys.connection("a-1"))
+    await users["alice"].client_setname(keys.connection("a-1"))  # its connection is open, named
+    await Board(users["cap"], settings).create(TaskSpec(kind="audit", title="one"))
+    assert await Board(users["alice"], settings).claim_next("alice", ["audit"]) is not None
+    forged = card.model_copy(update={"instance": "b-1", "connection": keys.connection("gone"), "concurrency": 99})
+    await users["bob"].hset(keys.agents, "alice", forged.model_dump_json())
+    with pytest.raises(AuthError):
+        await users["bob"].set(keys.identity("alice"), '{"instance": "b-1"}')  # the holder is hers alone
+    assert await Presence(users["cap"], settings, recheck_s=0.01).sweep(force=True) == []
+    assert await Board(redis, settings).owned("alice") == {"t-1"}
+    assert await alice.heartbeat("alice", "a-1", card)  # still hers; the card is written back
+    assert await alice.card("alice") == card
+    assert not await alice.heartbeat("alice", "b-1")

@@ -175,8 +175,9 @@ end
 
 -- Identity, enforced by the server (see `swarm acl`): under ACL users each agent's user may write
 -- only its own identity key `id:<name>`, a captain's user every one (`id:@captain` is the captain's
--- own), a viewer's none. The key is never written: the script asks the server's ACL whether the
--- caller could. With no ACL users (the trusted mode) every caller may act as anyone.
+-- own), a viewer's none. The script asks the server's ACL whether the caller could write it (register
+-- writes it: the name's current instance and connection). With no ACL users (the trusted mode) every
+-- caller may act as anyone.
 local function acts_as(name)
   return redis.acl_check_cmd('SET', key('identity:', name), '1')
 end

@@ -175,8 +175,9 @@ end
 
 -- Identity, enforced by the server (see `swarm acl`): under ACL users each agent's user may write
 -- only its own identity key `id:<name>`, a captain's user every one (`id:@captain` is the captain's
--- own), a viewer's none. The key is never written: the script asks the server's ACL whether the
--- caller could. With no ACL users (the trusted mode) every caller may act as anyone.
+-- own), a viewer's none. The script asks the server's ACL whether the caller could write it (register
+-- writes it: the name's current instance and connection). With no ACL users (the trusted mode) every
+-- caller may act as anyone.
 local function acts_as(name)
   return redis.acl_check_cmd('SET', key('identity:', name), '1')
 end
@@ -727,16 +728,16 @@ end
 
 -- An agent instance whose connections are all gone is dead (see swarm/presence.py): it is marked
 -- gone and its tasks go back to open (or failed on their last attempt) in one step. Nothing happens
--- when a newer instance of the name registered meanwhile (the card names another instance) or the
--- agent already left (deregistered).
+-- when a newer instance of the name registered meanwhile (its identity key, written by register,
+-- names another instance) or the agent already left (deregistered).
 -- ARGV[4]: agent name  ARGV[5]: instance id
 -- Reply: {"ok": true, "moved": [ids]}
 local forbidden = check_caller('@captain')
 if forbidden then return forbidden end
 local agent, instance = ARGV[4], ARGV[5]
-local card = redis.call('HGET', key('agents'), agent)
+local holder = redis.call('GET', key('identity:', agent)) or redis.call('HGET', key('agents'), agent)
 local seen = tonumber(redis.call('ZSCORE', key('agents:seen'), agent) or '0')
-local readable, parsed = pcall(cjson.decode, card or '')
+local readable, parsed = pcall(cjson.decode, holder or '')
 if not readable or type(parsed) ~= 'table' or seen == 0 or parsed.instance ~= instance then
   return cjson.encode({ok = true, moved = {}})
 end
