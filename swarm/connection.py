@@ -190,7 +190,9 @@ def client(url: str, settings: Settings, *, cluster: bool = False) -> Redis:
 
 def _security(url: str, settings: Settings) -> dict[str, Any]:
     """Credentials (SWARM_USER, SWARM_PASSWORD: the URL's own win) and, for rediss://, the CA and
-    client certificate files."""
+    client certificate files. Without SWARM_REDIS_URL a rediss:// URL is the embedded server's, started
+    with `--tls`: the CA trusted is its own, in SWARM_HOME (a SWARM_TLS_CA meant for another server
+    cannot have signed it)."""
     options: dict[str, Any] = {}
     if settings.password is not None:
         options["password"] = settings.password.get_secret_value()
@@ -198,8 +200,9 @@ def _security(url: str, settings: Settings) -> dict[str, Any]:
             options["username"] = settings.user
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required"
-        if settings.tls_ca is not None:
-            options["ssl_ca_certs"] = str(settings.tls_ca)
+        ca = settings.tls_ca if settings.redis_url else EmbeddedServer(settings.home).certificates.ca
+        if ca is not None:
+            options["ssl_ca_certs"] = str(ca)
         if settings.tls_cert is not None:
             options["ssl_certfile"] = str(settings.tls_cert)
             options["ssl_keyfile"] = str(settings.tls_key) if settings.tls_key else None

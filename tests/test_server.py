@@ -45,7 +45,7 @@ def test_start_status_stop_cycle(home: Path) -> None:
     started = swarm(home, "server", "start", "--json")
     assert started.exit_code == 0, started.stderr
     state = json.loads(started.stdout)
-    assert state["running"] is True
+    assert (state["running"], state["tls"]) == (True, False)
     assert state["url"] == f"redis://127.0.0.1:{state['port']}/0"
     assert ping(state["port"])
 
@@ -55,7 +55,7 @@ def test_start_status_stop_cycle(home: Path) -> None:
 
     status = swarm(home, "server", "status", "--json")
     assert status.exit_code == 0
-    assert json.loads(status.stdout) == {"running": True, "home": str(home.resolve()), **{
+    assert json.loads(status.stdout) == {"running": True, "home": str(home.resolve()), "tls": False, **{
         k: state[k] for k in ("pid", "port", "url")
     }}
     human = swarm(home, "server", "status")

@@ -96,8 +96,8 @@ def server_url(s: Settings) -> str:
         return s.redis_url
 
     def started(state: ServerState) -> None:
-        print(f"swarm: started the embedded server for {s.home.resolve()} on 127.0.0.1:{state.port}",
-              file=sys.stderr, flush=True)
+        print(f"swarm: started the embedded server for {s.home.resolve()} on 127.0.0.1:{state.port}"
+              f"{' with TLS' if state.tls else ''}", file=sys.stderr, flush=True)
 
     return EmbeddedServer(s.home).ensure(on_start=started).url
 
