@@ -16,7 +16,7 @@ import structlog
 from redis.asyncio import Redis
 
 from swarm.connection import Backoff, doing, retrying, text
-from swarm.errors import BackendError, DecodeError
+from swarm.errors import BackendError, DecodeError, Forbidden, RateLimited
 from swarm.keys import FIELD, FIELD_BYTES, Keys
 from swarm.lua import Scripts
 from swarm.protocol import Message, decode, encode, now_ms
@@ -102,43 +102,94 @@ class Bus:
         self.scripts = Scripts(redis)
         self.metrics = metrics or Recorder()
         self._tallies: dict[tuple[str, str], _Tally] = {}
+        # The publish script's ARGV before the messages (see swarm/lua/publish.lua), encoded once: a
+        # publish is one script call, and every argument redis-py packs costs it client time.
+        self._head = [str(v).encode() for v in (settings.stream_maxlen, self.keys.identity(""),
+                                                 settings.publish_rate, settings.publish_burst)]
+        self._buckets = self.keys.publish_rate
 
     async def publish(self, msg: Message) -> str:
-        """Append `msg` to its recipient's stream; returns the stream entry id."""
-        payload = encode(msg, self.settings.max_message_bytes)
-        with doing("publishing a message"):
-            entry = await self.redis.xadd(
-                self.keys.stream_for(msg.to), {FIELD: payload},
-                maxlen=self.settings.stream_maxlen, approximate=True,
-            )
+        """Append `msg` to its recipient's stream; returns the stream entry id.
+
+        Through the publish script, as a batch of one: `Forbidden` when this Redis user may not send
+        as `msg.sender` (ACL mode), `RateLimited` when the sender is over its publish rate."""
+        args: list[bytes | int | str] = [*self._head, b"2", msg.sender, encode(msg, self.settings.max_message_bytes)]
+        [entry] = await self._run([self._buckets, self.keys.stream_for(msg.to)], args, 1, "publishing a message")
+        if isinstance(entry, int):
+            raise self._rate_limited([msg], [None], {msg.sender: 1}, entry)
         self.metrics.on_publish(msg.kind)
         return text(entry)
 
     async def publish_many(self, msgs: Iterable[Message]) -> list[str]:
-        """Append many messages in few round trips (one script call per chunk); ids in order."""
-        ids: list[str] = []
-        batch: list[Message] = []
-        for msg in msgs:
-            batch.append(msg)
-            if len(batch) == PUBLISH_CHUNK:
-                ids += await self._publish_chunk(batch)
-                batch = []
-        if batch:
-            ids += await self._publish_chunk(batch)
-        return ids
+        """Append many messages in few round trips (one script call per chunk); ids in order.
 
-    async def _publish_chunk(self, msgs: Sequence[Message]) -> list[str]:
-        limit = self.settings.max_message_bytes
-        streams: dict[str, int] = {}
-        args: list[bytes | int | str] = [self.settings.stream_maxlen]
-        for msg in msgs:
-            stream = self.keys.stream_for(msg.to)
-            index = streams.setdefault(stream, len(streams) + 1)
-            args += (index, encode(msg, limit))
-        with doing("publishing a batch"):
-            ids: list[bytes] = await self.scripts["publish"](keys=list(streams), args=args)
-        self.metrics.on_publish_many(m.kind for m in msgs)
-        return [i.decode() for i in ids]
+        A sender over its publish rate has its last messages refused (its bucket gives out tokens
+        in order) while every other message is written; then `RateLimited` says so, with the ids of
+        what was written (`ids`, None where refused). `Forbidden` when this Redis user may not send
+        as a sender: that chunk is not written (chunks before it are)."""
+        ids: list[str | None] = []
+        refused: dict[str, int] = {}
+        wait_ms = 0
+        listed = list(msgs)
+        for start in range(0, len(listed), PUBLISH_CHUNK):
+            batch = listed[start : start + PUBLISH_CHUNK]
+            streams: dict[str, bytes] = {self._buckets: b"1"}
+            args: list[bytes | int | str] = [*self._head]
+            limit = self.settings.max_message_bytes
+            for msg in batch:
+                stream = self.keys.stream_for(msg.to)
+                index = streams.get(stream)
+                if index is None:  # (encoded once per stream, not once per message)
+                    index = streams[stream] = b"%d" % (len(streams) + 1)
+                args += (index, msg.sender, encode(msg, limit))
+            replies = await self._run(list(streams), args, len(batch), "publishing a batch")
+            if not any(isinstance(reply, int) for reply in replies):  # none refused: the usual case
+                ids += [cast(bytes, reply).decode() for reply in replies]
+                self.metrics.on_publish_many(m.kind for m in batch)
+                continue
+            kinds: list[str] = []
+            for msg, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, int):
+                    ids.append(None)
+                    refused[msg.sender] = refused.get(msg.sender, 0) + 1
+                    wait_ms = max(wait_ms, reply)
+                else:
+                    ids.append(reply.decode())
+                    kinds.append(msg.kind)
+            self.metrics.on_publish_many(kinds)
+        if refused:
+            raise self._rate_limited(listed, ids, refused, wait_ms)
+        return cast(list[str], ids)
+
+    async def _run(self, keys: list[str], args: list[bytes | int | str], count: int,
+                   what: str) -> list[bytes | int]:
+        """One call of the publish script: an entry id (bytes) per message, or the ms its sender waits."""
+        try:
+            with doing(what):
+                return cast(list[bytes | int], await self.scripts["publish"](keys=keys, args=args))
+        except BackendError as exc:
+            if exc.code == "FORBIDDEN":
+                self.metrics.on_refused("forbidden", count)
+                said = str(exc)
+                raise Forbidden(said[said.index("FORBIDDEN ") + len("FORBIDDEN "):]) from None
+            raise
+
+    def _rate_limited(self, msgs: Sequence[Message], ids: list[str | None], refused: dict[str, int],
+                      wait_ms: int) -> RateLimited:
+        count = sum(refused.values())
+        self.metrics.on_refused("rate_limited", count)
+        settings = self.settings
+        if len(refused) == 1:
+            who = f"sender {next(iter(refused))} is"
+        else:
+            who = "senders " + ", ".join(f"{s} ({n} refused)" for s, n in refused.items()) + " are"
+        noun = "message" if len(msgs) == 1 else "messages"
+        return RateLimited(
+            f"{who} over the publish rate limit ({settings.publish_rate:g} messages/s per sender, burst "
+            f"{settings.publish_burst}): {count} of {len(msgs)} {noun} refused; retry in {wait_ms / 1000:g} s, "
+            "or raise SWARM_PUBLISH_RATE and SWARM_PUBLISH_BURST (SWARM_PUBLISH_RATE=0: no limit)",
+            ids=ids, refused=refused, retry_after_s=wait_ms / 1000,
+        )
 
     async def last_id(self, stream: str) -> str:
         """The id of the newest entry in `stream` ("0-0" when empty): where a plain XREAD that must

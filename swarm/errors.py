@@ -71,6 +71,20 @@ class Forbidden(SwarmError):
     made by `swarm acl add`), or do what only a captain may."""
 
 
+class RateLimited(SwarmError):
+    """Raised by `Bus.publish` and `Bus.publish_many` when senders went over their publish rate
+    (SWARM_PUBLISH_RATE messages a second each, bursts of SWARM_PUBLISH_BURST): their refused messages
+    were not written, every other one was. `ids` has one item per message given, in order: its entry
+    id, or None when it was refused; `refused` is how many each sender had refused; `retry_after_s`
+    how long until every one of those senders may publish again."""
+
+    def __init__(self, message: str, *, ids: list[str | None], refused: dict[str, int], retry_after_s: float) -> None:
+        super().__init__(message)
+        self.ids = ids
+        self.refused = refused
+        self.retry_after_s = retry_after_s
+
+
 class OverBudget(SwarmError):
     """Raised when reported usage put a task over its own budget: it has failed, stop working on it."""
 

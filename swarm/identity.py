@@ -7,7 +7,8 @@ agent. With them (`swarm acl add`), the server itself tells callers apart:
   register records the instance holding the name);
   the board scripts ask the server (`redis.acl_check_cmd`) whether the caller may write the identity
   of the agent it names, so through the board an agent acts only for itself: it cannot claim, report,
-  renew, register or reap as another, nor assign, cancel, retry, edit or purge (captain-only);
+  renew, register or reap as another, nor assign, cancel, retry, edit or purge (captain-only); the
+  publish script asks the same of every message's sender, so through the bus it sends only as itself;
 - a **captain**'s user may write every key of the swarm, every identity included: it acts for anyone;
 - a **viewer**'s user may only read (no scripts, no writes at all).
 

@@ -77,6 +77,12 @@ class Keys:
         """Inverse of `stream`: the name without the swarm prefix."""
         return stream.removeprefix(self.prefix)
 
+    @property
+    def publish_rate(self) -> str:
+        """Hash: sender -> when its publish token bucket is full again (ms; see swarm/lua/publish.lua);
+        it expires once every bucket is full."""
+        return self.prefix + "publish:rate"
+
     # --- board (the Lua scripts build the same names from `prefix`; see swarm/lua/board_lib.lua) ---
     def task(self, task_id: str) -> str:
         """Hash: one task's fields."""
@@ -131,6 +137,21 @@ class Keys:
     def dedup(self) -> str:
         """Hash: dedup key -> task id, what makes create idempotent."""
         return self.prefix + "dedup"
+
+    @property
+    def idle_until(self) -> str:
+        """Sorted set: agents waiting for a hand-off, scored by when their wait ends (ms)."""
+        return self.prefix + "idle:until"
+
+    @property
+    def idle_ask(self) -> str:
+        """Hash: waiting agent -> what it may be handed, `<slots>,<lease ms>,<speak 0|1>,<capabilities>`."""
+        return self.prefix + "idle:ask"
+
+    def handoff(self, agent: str) -> str:
+        """List: tasks the board claimed for `agent` while it waited (JSON, as a claim returns them);
+        the agent pops them (BLMPOP), or its next claim or settle returns them."""
+        return f"{self.prefix}handoff:{agent}"
 
     # --- agents and captain ----------------------------------------------------------------------
     @property

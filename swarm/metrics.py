@@ -61,6 +61,9 @@ class Metrics(Recorder):
         agent, captain, discovery = ((own if role in (None, of) else None) for of in ("agent", "captain", "discovery"))
         # --- the bus (any process) ---
         self.published = Counter("swarm_messages_published", "Messages published, by kind.", ["kind"], registry=own)
+        self.refused = Counter("swarm_messages_refused", "Messages the publish script refused, by reason "
+                               "(rate_limited: the sender was over SWARM_PUBLISH_RATE; forbidden: this Redis "
+                               "user may not send as the sender).", ["reason"], registry=own)
         self.consumed = Counter("swarm_messages_consumed", "Messages handled and acked through a consumer group.",
                                 ["group", "kind"], registry=own)
         self.handler_failures = Counter("swarm_handler_failures", "Deliveries whose handler raised (left pending).",
@@ -127,6 +130,10 @@ class Metrics(Recorder):
             counts[kind] = counts.get(kind, 0) + 1
         for kind, n in counts.items():
             self.published.labels(kind).inc(n)
+
+    def on_refused(self, reason: str, count: int) -> None:
+        """Messages refused by the publish script."""
+        self.refused.labels(reason).inc(count)
 
     def on_handled(self, group: str, kinds: Sequence[str], failed: Sequence[str]) -> None:
         """A batch of deliveries handled by a consumer: `kinds` acked, `failed` left pending."""

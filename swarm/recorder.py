@@ -23,6 +23,10 @@ class Recorder:
     def on_publish_many(self, kinds: Iterable[str]) -> None:
         """A batch published."""
 
+    def on_refused(self, reason: str, count: int) -> None:
+        """`count` messages were refused by the publish script: `rate_limited` (their sender was over
+        its publish rate) or `forbidden` (this Redis user may not send as their sender)."""
+
     def on_handled(self, group: str, kinds: Sequence[str], failed: Sequence[str]) -> None:
         """A batch of deliveries handled by a consumer: `kinds` acked, `failed` left pending."""
 

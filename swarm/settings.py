@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     )
     stream_maxlen: int = Field(100_000, ge=100, description="Approximate MAXLEN of every stream.")
     max_message_bytes: int = Field(64 * 1024, ge=256, description="Size limit on encode and decode.")
+    publish_rate: float = Field(1_000.0, ge=0, description="Messages a second one sender may publish (a token "
+                                "bucket per sender, in the publish script); 0 = no limit.")
+    publish_burst: int = Field(2_000, ge=1, description="Messages one sender may publish at once after a quiet "
+                               "spell (the bucket's size).")
     max_deliveries: int = Field(5, ge=1, description="Deliveries after which an entry is dead-lettered.")
     reclaim_idle_ms: int = Field(30_000, ge=10, description="Pending entries idle this long are reclaimed.")
     reclaim_every_s: float = Field(5.0, gt=0, description="How often a consumer reclaims dead peers' entries.")

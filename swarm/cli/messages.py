@@ -20,13 +20,15 @@ from swarm.protocol import RECIPIENT_PATTERN, ChatBody, Message, StatusBody, mes
 
 dlq = app("Dead letters: messages that did not decode or kept failing.")
 
-Sender = Annotated[str, typer.Option("--from", help="Sender name (default: $SWARM_AGENT or 'cli').")]
+Sender = Annotated[str, typer.Option("--from", help="Sender name (default: $SWARM_AGENT, else the ACL user "
+                                                    "$SWARM_USER, else 'cli').")]
 Kind = Annotated[Literal["chat", "status"], typer.Option(help="Message kind.")]
 Urgent = Annotated[bool, typer.Option("--urgent", help="Mark the message urgent.")]
 
 
 def _sender(name: str | None) -> str:
-    return name or os.environ.get("SWARM_AGENT") or "cli"
+    # Under ACL users an agent's user may publish only as its own agent, whose name it bears.
+    return name or os.environ.get("SWARM_AGENT") or os.environ.get("SWARM_USER") or "cli"
 
 
 def _build(to: str, text: str, sender: str, kind: str, urgent: bool) -> Message:

@@ -35,9 +35,10 @@ from swarm.discovery.repetition import SWARM_SCOPE, Detector, RepetitionSettings
 from swarm.discovery.sources import Source, former_names, load_sources
 from swarm.discovery.text import BLOCKED_FAMILY
 from swarm.discovery.workspace import Workspace
+from swarm.errors import RateLimited
 from swarm.keys import CAPTAIN, Keys
 from swarm.lua import Scripts
-from swarm.protocol import ChatBody, Signal, message, new_id
+from swarm.protocol import ChatBody, Message, Signal, message, new_id
 from swarm.recorder import Recorder
 from swarm.registry import Registry
 from swarm.settings import Settings
@@ -248,8 +249,16 @@ class Discovery:
         for signal in await self.detector.observe(delivery.message):
             self.signals += 1
             self.metrics.on_signal("swarm" if signal.body.agent == SWARM_SCOPE else "agent")
-            await self.bus.publish(signal)
+            await self._tell(signal)
             await self.on_signal(signal)
+
+    async def _tell(self, msg: Message) -> None:
+        """Publish `msg` (a signal, an escalation); over the publish rate it is dropped with a warning
+        and the engine goes on (the signal's work is still looked for)."""
+        try:
+            await self.bus.publish(msg)
+        except RateLimited as exc:
+            log.warning("message to the captain not sent", kind=msg.kind, error=str(exc))
 
     async def on_signal(self, signal: Signal) -> Outcome:
         """Run the sources fitting the repeating agent, and escalate once if nothing new turns up.
@@ -286,8 +295,8 @@ class Discovery:
         what = _BLOCKED_PREFIX.sub("", body.sample).strip() or body.sample
         text = (f"{body.agent} is blocked: {what} (said {body.count} times); give it what it needs, "
                 f"or reassign its work (`swarm task list --owner {body.agent}`)")
-        await self.bus.publish(message(ChatBody(text=text[:4000]), sender=self.sender, to=CAPTAIN,
-                                       correlation_id=signal.id, priority="urgent", tags=("blocked",)))
+        await self._tell(message(ChatBody(text=text[:4000]), sender=self.sender, to=CAPTAIN,
+                                 correlation_id=signal.id, priority="urgent", tags=("blocked",)))
 
     async def _escalate(self, signal: Signal, sources: list[str]) -> None:
         if not await self._first_escalation(signal):
@@ -296,5 +305,5 @@ class Discovery:
         text = (f"{who} keeps repeating {signal.body.sample!r} ({signal.body.count} times) and the sources "
                 f"({', '.join(sources) or 'none fit its capabilities'}) found no open work in {self.root}; "
                 "give it a task or change its capabilities")
-        await self.bus.publish(message(ChatBody(text=text[:4000]), sender=self.sender, to=CAPTAIN,
-                                       correlation_id=signal.id, priority="urgent"))
+        await self._tell(message(ChatBody(text=text[:4000]), sender=self.sender, to=CAPTAIN,
+                                 correlation_id=signal.id, priority="urgent"))

@@ -2,7 +2,8 @@
 
 Tasks are the board's own `Task` model; refusals are `{"error": <code>, "message": <text>}`, the
 codes of the board scripts (`not_found`, `stale_token`, `illegal`, `not_ready`, `not_leader`,
-`invalid`) plus `unauthorized`, `forbidden` and `unavailable`.
+`invalid`) plus `unauthorized`, `forbidden`, `rate_limited` (a sender over the publish rate) and
+`unavailable`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from swarm.errors import (
     IllegalTransition,
     NotLeader,
     NotReady,
+    RateLimited,
     StaleToken,
     SwarmError,
     TaskNotFound,
@@ -33,8 +35,8 @@ MAX_HELD = 1_024
 _REFUSALS: tuple[tuple[type[SwarmError], int, str], ...] = (  # most specific first
     (Unauthorized, 401, "unauthorized"), (Forbidden, 403, "forbidden"), (TaskNotFound, 404, "not_found"),
     (StaleToken, 409, "stale_token"), (NotReady, 409, "not_ready"), (IllegalTransition, 409, "illegal"),
-    (NotLeader, 409, "not_leader"), (ConfigError, 422, "invalid"), (DecodeError, 422, "invalid"),
-    (BackendError, 503, "unavailable"),
+    (NotLeader, 409, "not_leader"), (RateLimited, 429, "rate_limited"), (ConfigError, 422, "invalid"),
+    (DecodeError, 422, "invalid"), (BackendError, 503, "unavailable"),
 )
 
 
