@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import secrets
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 
@@ -61,9 +61,10 @@ def families(keys: Keys) -> list[str]:
     return patterns
 
 
-def rules(keys: Keys, name: str, role: Role, password: str) -> list[str]:
-    """The `ACL SETUSER` rules of a user of `role` (see the module doc)."""
-    base = ["reset", "on", f">{password}", "resetchannels", "-@all", *_CONNECT]
+def rules(keys: Keys, name: str, role: Role, passwords: list[str]) -> list[str]:
+    """The `ACL SETUSER` rules of a user of `role` (see the module doc); `passwords`: its password
+    rules (`>PASSWORD`, or `#SHA256` to keep one the server already holds)."""
+    base = ["reset", "on", *passwords, "resetchannels", "-@all", *_CONNECT]
     if role == "viewer":
         return [*base, "+@read", f"%R~{keys.prefix}*"]
     commands = ["+@all", "-@dangerous", "-@admin", *_CONNECT]
@@ -102,15 +103,25 @@ class Identities:
             raise ConfigError(f"Redis user {name!r} exists already; `swarm acl rotate {name}` gives it a new "
                               f"password, `swarm acl remove {name}` deletes it")
         password = new_password()
-        await self._setuser(name, rules(self.keys, name, role, password))
+        await self._setuser(name, rules(self.keys, name, role, [f">{password}"]))
         return password
 
     async def rotate(self, name: str) -> str:
         """A new password for an existing user of this swarm (the old one stops working)."""
         identity = await self.get(name)
         password = new_password()
-        await self._setuser(name, rules(self.keys, name, identity.role, password))
+        await self._setuser(name, rules(self.keys, name, identity.role, [f">{password}"]))
         return password
+
+    async def refresh(self, name: str) -> Identity:
+        """Give an existing user of this swarm the rules its role has in this version (new keys, say),
+        keeping its password and whether it is on."""
+        identity = await self.get(name)
+        described = cast(dict[str, Any], await self.redis.acl_getuser(name))
+        hashes = [f"#{h.decode() if isinstance(h, bytes) else h}" for h in described.get("passwords") or []]
+        user_rules = rules(self.keys, name, identity.role, hashes)
+        await self._setuser(name, user_rules if identity.enabled else [*user_rules, "off"])
+        return identity
 
     async def remove(self, name: str) -> None:
         """Delete the user (its open connections are closed by the server)."""

@@ -579,6 +579,9 @@ def test_cli_acl_add_list_rotate_remove(cli: Cli, tmp_path: Path) -> None:
                 "viewer\n")
         rotated = ok(cli("acl", "rotate", "bot-1"))
         assert rotated.startswith("rotated bot-1; its password (shown once, keep it safe):\n")
+        assert ok(cli("acl", "refresh")) == "refreshed bot-1 (agent)\n"
+        refused(cli("acl", "refresh", "nobody"), "error: no Redis user 'nobody' for this swarm; `swarm acl list` "
+                "shows them\n")
     finally:
         cli("acl", "remove", "bot-1")
     assert data(cli("acl", "list", "--json")) == []

@@ -10,10 +10,12 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from swarm.board import Board, TaskSpec
+from swarm.bus import Bus
 from swarm.connection import client
 from swarm.errors import AuthError, Forbidden
-from swarm.identity import Identities, Identity, Role
+from swarm.identity import Identities, Identity, Role, rules
 from swarm.presence import Presence
+from swarm.protocol import StatusBody, message
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
 
@@ -134,3 +136,25 @@ async def test_a_raw_write_over_an_agents_card_neither_stops_it_nor_gets_it_reap
     assert await alice.heartbeat("alice", "a-1", card)  # still hers; the card is written back
     assert await alice.card("alice") == card
     assert not await alice.heartbeat("alice", "b-1")
+
+
+async def test_refresh_gives_an_older_user_this_versions_rules_and_keeps_its_password(
+    redis: Redis, settings: Settings
+) -> None:
+    keys = Board(redis, settings).keys
+    made = Identities(redis, keys)
+    # alice as an earlier version made her: no access to the publish buckets, write-only identity key.
+    old = [r.replace(f"~{keys.identity('alice')}", f"%W~{keys.identity('alice')}")
+           for r in rules(keys, "alice", "agent", [">old-password"]) if r != f"~{keys.publish_rate}"]
+    await redis.execute_command("ACL", "SETUSER", "alice", *old)  # type: ignore[no-untyped-call]
+    alice = client(settings.redis_url or "", settings.model_copy(
+        update={"user": "alice", "password": SecretStr("old-password"), "connect_retries": 0}))
+    try:
+        with pytest.raises(AuthError):
+            await Bus(alice, settings).publish(message(StatusBody(text="hi"), sender="alice"))
+        assert await made.refresh("alice") == Identity("alice", "agent", True)
+        await alice.connection_pool.disconnect()  # the same password still gets in
+        assert await Bus(alice, settings).publish(message(StatusBody(text="hi"), sender="alice"))
+    finally:
+        await alice.aclose()
+        await made.remove("alice")

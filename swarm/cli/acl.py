@@ -1,4 +1,4 @@
-"""`swarm acl add|list|remove|rotate`: identities the server enforces (see swarm/identity.py)."""
+"""`swarm acl add|list|refresh|remove|rotate`: identities the server enforces (see swarm/identity.py)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,22 @@ def rotate(name: Annotated[str, typer.Argument(help="The user to give a new pass
         return await Identities(bus.redis, bus.keys).rotate(checked)
 
     _give(checked, run_with_bus(go), out_file, "rotated")
+
+
+@acl.command("refresh")
+def refresh(names: Annotated[list[str] | None, typer.Argument(help="The users to refresh (default: all of this "
+                                                                   "swarm's).", show_default=False)] = None) -> None:
+    """Re-apply each user's role rules as this version of swarm makes them (after an upgrade that adds
+    keys); passwords are kept."""
+    checked = [_name(n) for n in names or []]
+
+    async def go(bus: Bus) -> list[Identity]:
+        made = Identities(bus.redis, bus.keys)
+        return [await made.refresh(n) for n in checked or [i.name for i in await made.all()]]
+
+    done = run_with_bus(go)
+    out.print(f"refreshed {', '.join(f'{i.name} ({i.role})' for i in done)}" if done else
+              "no ACL users to refresh: `swarm acl list` shows them")
 
 
 @acl.command("remove")
