@@ -1,13 +1,16 @@
 """Where a swarm drain spends its CPU (not a test): the measurement behind BENCHMARKS.md's profile.
 
 Run: `.venv/bin/python scripts/profile_drain.py [--tasks 20000] [--concurrency 50] [--prefetch 100]
-[--agents 2] [--py-spy raw|speedscope]`. It starts a throwaway embedded Valkey, queues the tasks
+[--agents 2] [--captain] [--py-spy raw|speedscope]`. It starts a throwaway embedded Valkey, queues the tasks
 (the no-op job of scripts/peers/jobs.py: one INCR + SET round trip of its own), starts the agents as
 `python -m swarm agent run` processes, and reports, between the first and the last job's start:
 jobs/s, Valkey's CPU per task (`INFO cpu`), the agents' CPU per task (`/proc/<pid>/stat`), and Redis
 commands per task with the costliest ones (`INFO commandstats`, server time). With `--py-spy` each
 agent runs under `py-spy record` (install it into the virtualenv first: `pip install py-spy`), and
-the profiles land next to the current directory as `agent-<n>.<format>`.
+the profiles land next to the current directory as `agent-<n>.<format>`. With `--captain` the agents
+take no work themselves (`--no-claim`; the captain hands them up to concurrency + prefetch each) and a
+`swarm captain run` process assigns every task (its CPU is reported on its own line, and under
+`--py-spy` it is profiled as `captain.<format>`).
 """
 
 from __future__ import annotations
@@ -57,15 +60,23 @@ def agent_pid(proc: subprocess.Popen[bytes], spied: bool) -> int:
 
 
 def start_agents(args: argparse.Namespace, env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
-    """`swarm agent run` processes (each under py-spy with `--py-spy`)."""
-    procs = []
+    """`swarm agent run` processes, then with `--captain` a `swarm captain run` (each under py-spy with
+    `--py-spy`)."""
+    runs: list[tuple[str, list[str]]] = []
     for i in range(args.agents):
-        argv = [sys.executable, "-m", "swarm", "agent", "run", "--name", f"agent-{i + 1}", "--can", "noop",
-                "--handler", f"{PEERS / 'swarm_job.py'}:handle", "--concurrency", str(args.concurrency),
-                "--prefetch", str(args.prefetch), "--grace", "0"]
+        runs.append((f"agent-{i + 1}", [
+            "agent", "run", "--name", f"agent-{i + 1}", "--can", "noop", "--handler",
+            f"{PEERS / 'swarm_job.py'}:handle", "--concurrency", str(args.concurrency),
+            "--prefetch", str(args.prefetch), "--grace", "0",
+            *(["--no-claim"] if args.captain else [])]))
+    if args.captain:
+        runs.append(("captain", ["captain", "run"]))
+    procs = []
+    for name, command in runs:
+        argv = [sys.executable, "-m", "swarm", *command]
         if args.py_spy:
             argv = [str(Path(sys.executable).parent / "py-spy"), "record", "-r", "200", "-f", args.py_spy,
-                    "-o", f"agent-{i + 1}.{args.py_spy}", "--", *argv]
+                    "-o", f"{name}.{args.py_spy}", "--", *argv]
         procs.append(subprocess.Popen(argv, env=env))
     return procs
 
@@ -116,8 +127,11 @@ async def main(args: argparse.Namespace, url: str, home: Path) -> None:
     n = args.tasks
     server_s = sum(server1[k] - server0[k] for k in ("used_cpu_user", "used_cpu_sys"))
     print(f"{n / ((last - first) / 1e9):,.0f} jobs/s (first to last job's start)")
-    print(f"Valkey CPU {server_s / n * 1e6:.0f} µs/task; agents' CPU {sum(agents1) - sum(agents0):.2f} s = "
-          f"{(sum(agents1) - sum(agents0)) / n * 1e6:.0f} µs/task")
+    spent = [b - a for a, b in zip(agents0, agents1, strict=True)]
+    captain = spent.pop() if args.captain else None
+    print(f"Valkey CPU {server_s / n * 1e6:.0f} µs/task; agents' CPU {sum(spent):.2f} s = "
+          f"{sum(spent) / n * 1e6:.0f} µs/task" + ("" if captain is None else
+                                                   f"; captain's CPU {captain / n * 1e6:.0f} µs/task"))
     print(f"Redis commands per task {sum(v['calls'] for v in stats.values()) / n:.1f} (the job's own 2 included); "
           "costliest, server time per task:")
     for name, row in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:8]:
@@ -131,6 +145,8 @@ def cli() -> None:
     parser.add_argument("--agents", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--captain", action="store_true",
+                        help="a `swarm captain run` assigns every task (agents --no-claim)")
     parser.add_argument("--py-spy", choices=("raw", "speedscope", "flamegraph"), default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="swarm-profile-") as tmp:

@@ -10,6 +10,7 @@ from swarm.connection import open_redis
 from swarm.errors import SwarmError
 from swarm.keys import Keys
 from swarm.protocol import (
+    AssignedTask,
     AssignmentBody,
     ChatBody,
     CommandBody,
@@ -25,6 +26,7 @@ from swarm.protocol import (
 from swarm.settings import Settings
 
 __all__ = [
+    "AssignedTask",
     "AssignmentBody",
     "Board",
     "Bus",

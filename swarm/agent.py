@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.abc import TaskGroup
 from redis.asyncio import Redis
@@ -27,7 +28,7 @@ from redis.asyncio import Redis
 from swarm.board import Board, Claimed, Settled, Task
 from swarm.bus import Bus, Consumer, Delivery
 from swarm.connection import retrying
-from swarm.errors import BackendError, StaleToken, SwarmError
+from swarm.errors import BackendError, RateLimited, StaleToken, SwarmError
 from swarm.keys import Keys
 from swarm.lifeline import Lifeline
 from swarm.presence import Presence, named
@@ -81,8 +82,13 @@ class Context:
         return await self.report_usage(tokens, usd)
 
     async def progress(self, text: str, task_id: str | None = None) -> None:
-        """Tell the swarm what the handler is doing (a status message on the bus)."""
-        await self.bus.publish(message(StatusBody(text=text, state="working", task_id=task_id), sender=self.agent))
+        """Tell the swarm what the handler is doing (a status message on the bus). Over the publish
+        rate (SWARM_PUBLISH_RATE) the message is dropped with a warning: the work goes on."""
+        try:
+            await self.bus.publish(message(StatusBody(text=text, state="working", task_id=task_id),
+                                           sender=self.agent))
+        except RateLimited as exc:
+            log.warning("progress not sent", error=str(exc))
 
 
 Result = str | dict[str, Any] | None
@@ -105,6 +111,12 @@ class _Job:
     """Bound on every line logged while it runs, besides the task id (the assignment's message id)."""
 
 
+IDLE_WAIT_S = 1.0
+"""How long an idle agent blocks on its handoff list before it claims again (renewing its wait)."""
+IDLE_ANNOUNCE_S = 2.0
+"""How long the board keeps an idle agent's wait after its claim: past it (a dead agent's), nothing more
+is handed to it. Longer than `IDLE_WAIT_S`, so that a live agent renews it before it lapses."""
+
 _RUNNING: ContextVar[_Job | None] = ContextVar("swarm_running_job", default=None)
 """The job a worker runs (so a handler's `ctx.usage` knows which task it reports for)."""
 
@@ -119,12 +131,13 @@ class Agent:
         prefetch: int = 0,
     ) -> None:
         self.settings = settings
-        self.card = card
+        # The card says how many it holds ahead, so that a captain hands it that many beyond its workers too.
+        self.card = card.model_copy(update={"prefetch": max(0, prefetch)}) if prefetch else card
         self.handler = handler
         self.grace_s = grace_s
         self.claim = claim
         self.hold = card.concurrency + max(0, prefetch)
-        """Most tasks held at once when claiming: `concurrency` running plus `prefetch` claimed ahead, so
+        """Most tasks held at once: `concurrency` running plus `prefetch` claimed (or assigned) ahead, so
         that a worker that finishes never waits for a round trip to get its next task. Held tasks count as
         running on the board, are heartbeated like the rest, and are released, not run, on shutdown."""
         self.idle_chatter_s = idle_chatter_s
@@ -269,45 +282,83 @@ class Agent:
     async def _on_message(self, delivery: Delivery) -> None:
         msg = delivery.message
         if isinstance(msg, Assignment):
-            if msg.body.instance and msg.body.instance != self.instance:
-                log.info("assignment for an earlier instance ignored", task=msg.body.task_id)
+            body = msg.body
+            if body.instance and body.instance != self.instance:
+                log.info("assignment for an earlier instance ignored", tasks=[ref[0] for ref in body.refs()])
                 return
-            self._spawn(msg.body.task_id, msg.body.token, None, msg.ts, {"message_id": msg.id})
+            context = {"message_id": msg.id}
+            if body.state == "running":
+                if msg.sender == "board" and self.board.speak:  # the board said "working on" in our name
+                    self.metrics.on_publish_many(["status"])
+                # The captain handed these out started: run them now, as the message carries them (or,
+                # when too big to carry, as read in one round trip: one that moved on since is skipped).
+                refs = body.refs()
+                # Carried tasks are as the board held them at hand-out: trusted only while that is recent
+                # (a paused agent reading late reads them again, and skips those no longer its own).
+                fresh = time.time() * 1000 - msg.ts < self.settings.lease_s * 500
+                tasks = _carried(msg) if fresh else None
+                if tasks is None:
+                    tasks = await self.board.received(self.name, refs)
+                if len(tasks) < len(refs):
+                    mine = {t.id for t in tasks}
+                    log.info("assigned tasks moved on before they ran", tasks=[i for i, _ in refs if i not in mine])
+                for task in tasks:
+                    self._spawn(task.id, task.token, task, msg.ts, context)
+            else:  # `assigned`: accepted with `own start` (batched by the settler) when a worker takes it
+                for task_id, token in body.refs():
+                    self._spawn(task_id, token, None, msg.ts, context)
         elif isinstance(msg, Command) and msg.body.name == "ping":
             await self._say(f"pong ({len(self.jobs)}/{self.card.concurrency} busy)", "idle")
 
     async def _claimer(self) -> None:
         """Claim when there is room and maybe work: at start, and after any claim came back short
-        (a settle's, or one after a failed or lost job). Then it waits for a board event after the
-        moment the claim came back short, and claims again on the first one, or after a second
-        without any (a task whose retry backoff ended writes no event). Never while busy: a busy
-        agent's completions claim its next tasks."""
-        events = self.bus.keys.events
+        (a settle's, or one after a failed or lost job). A claim that came back short leaves the
+        agent waiting idle on the board (the idle hand-off, PROTOCOL.md 7.12): whatever makes a task
+        ready meanwhile claims it for this agent and pushes it onto its handoff list, which the agent
+        blocks on, so a new task reaches it in one hop. After `IDLE_WAIT_S` without one it claims
+        again, which renews the wait and takes what became ready without a hand-off (a retry whose
+        backoff ended, a kind resumed). Never while busy: a busy agent's completions claim its next
+        tasks."""
         while True:
             self._hungry = anyio.Event()
             tip = await self._claim_some()
             if tip is None:  # got all it asked for, or had no room: wait until a claim comes back short
                 await self._hungry.wait()
-                continue
+            elif not tip:
+                await anyio.sleep(0.5)  # Redis trouble: try again shortly
+            else:
+                await self._wait_handoff(time.monotonic() + IDLE_WAIT_S)
+
+    async def _wait_handoff(self, until: float) -> None:
+        """Pop what the board hands this agent (up to its free slots) until `until` (monotonic)."""
+        while not self._stopping and not self._replaced.is_set():
+            free, left = self.hold - len(self.jobs), until - time.monotonic()
+            if free <= 0 or left < 0.005:
+                return
             try:
-                if tip:
-                    await self.bus.redis.xread({events: tip}, block=1000, count=1)
-                else:
-                    await anyio.sleep(0.5)  # Redis trouble: try again shortly
-            except BackendError as exc:  # connection trouble: the next loop turn retries
-                log.warning("cannot read board events", error=str(exc))
+                handed = await self.board.handoff(self.name, free, wait_s=left)
+            except BackendError as exc:  # connection trouble: the claimer's next turn retries
+                log.warning("cannot wait for a hand-off", error=str(exc))
                 await anyio.sleep(0.5)
+                return
+            now_ms = time.time() * 1000
+            for task in handed:
+                if task.lease_until > now_ms:
+                    self._spawn(task.id, task.token, task, task.updated)
+                else:  # handed before a pause longer than its lease: it is someone else's by now
+                    log.warning("handed task's lease ran out before it was taken", task=task.id)
+            await anyio.lowlevel.checkpoint()  # the workers start what came before this waits again
 
     async def _claim_some(self) -> str | None:
         """Claim ready tasks up to spare capacity; the lock keeps two runs from overfilling. Returns
-        the board's event id to watch when it took fewer than it asked for ('' when Redis could
-        not be reached), else None."""
+        the board's event id when it took fewer than it asked for (the agent then waits idle for a
+        hand-off; '' when Redis could not be reached), else None."""
         async with self._claiming:
             free = self.hold - len(self.jobs)
             if self._stopping or free <= 0:
                 return None
-            try:
-                claimed = await self.board.claim(self.name, self._caps, free)  # one call for all free slots
+            try:  # one call for all free slots; short, it waits idle for the rest (`_wait_handoff`)
+                claimed = await self.board.claim(self.name, self._caps, free, wait_s=IDLE_ANNOUNCE_S)
             except BackendError as exc:
                 log.warning("cannot reach Redis to claim", error=str(exc))
                 return ""
@@ -381,15 +432,33 @@ class Agent:
         return not over
 
     async def _release_queued(self) -> None:
-        """At shutdown: give back the jobs no worker got to."""
+        """At shutdown: give back the jobs no worker got to, and the tasks handed to us not popped."""
         while True:
             try:
                 job, _ = self._next_job.receive_nowait()
             except anyio.WouldBlock:
-                return
+                break
             if not job.lost:
                 await self._give_back(job)
             self._finished(job)
+        await self._release_handed()
+
+    async def _release_handed(self) -> None:
+        """At shutdown: give back what the board handed us and we never popped. (We left first, so
+        nothing more is handed to us; not when a newer instance took the name: the list is its own.)"""
+        if not self.claim or self._replaced.is_set():
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                handed = await self.board.handoff(self.name, 1000)
+            except SwarmError as exc:
+                log.warning("cannot take back the tasks handed over", error=str(exc))
+                return
+            for task in handed:
+                try:
+                    await self.board.release(task.id, task.token, f"{self.name} shut down", agent=self.name)
+                except SwarmError as exc:
+                    log.warning("release refused", task=task.id, reason=str(exc))
 
     async def _give_back(self, job: _Job) -> None:
         """Release the job's task at shutdown (shielded): the next owner need not wait for the lease."""
@@ -526,6 +595,19 @@ class Agent:
 async def _set_on(event: anyio.Event, scope: anyio.CancelScope) -> None:
     await event.wait()
     scope.cancel()
+
+
+def _carried(msg: Assignment) -> list[Task] | None:
+    """The tasks an assignment from the board carries whole (`body.tasks`), or None when it does not
+    (too big to carry, or not from the board): then they are read."""
+    body = msg.body
+    if msg.sender != "board" or body.tasks is None or len(body.tasks) != len(body.refs()):
+        return None
+    try:
+        tasks = [Task.from_redis(fields) for fields in body.tasks]
+    except ValueError:
+        return None
+    return tasks if [(t.id, t.token) for t in tasks] == body.refs() else None
 
 
 def _describe(exc: BaseException) -> str:

@@ -142,6 +142,21 @@ def _split(value: str, sep: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True, slots=True)
+class Ready:
+    """A ready task as the captain's view returns it: only what assigning needs. A plain record, not
+    a `Task`: a round may look at hundreds, and the board wrote them."""
+
+    id: str
+    caps: tuple[str, ...]
+    files: tuple[str, ...]
+
+    @classmethod
+    def from_view(cls, fields: dict[str, str]) -> Ready:
+        """From one task of a `view` reply (the task hash's fields, strings)."""
+        return cls(fields["id"], _split(fields["caps"], ","), _split(fields["files"], "\n"))
+
+
+@dataclass(frozen=True, slots=True)
 class AgentRow:
     """One registered agent as `Board.view` sees it: its card (JSON), last heartbeat, load, and
     the files of the viewed tasks it has finished work on before."""
@@ -182,7 +197,7 @@ class Claimed:
 class BoardView:
     """What the captain needs for one round of assignments."""
 
-    tasks: list[Task]
+    tasks: list[Ready]
     agents: list[AgentRow]
     moved: list[str]
     wake_at: int | None
@@ -233,13 +248,29 @@ class Board:
 
     # --- creating and reading ------------------------------------------------------------------
     def _payload(self, spec: TaskSpec) -> dict[str, Any]:
-        return {
-            "kind": spec.kind, "title": spec.title, "body": spec.body, "priority": spec.priority,
-            "key": spec.key, "evidence": ",".join(spec.evidence), "deps": list(spec.blocked_by),
-            "caps": ",".join(spec.caps or (spec.kind,)), "files": "\n".join(spec.files),
-            "max_attempts": spec.max_attempts or self.settings.max_attempts, "not_before": spec.not_before,
-            "budget_usd": spec.budget_usd,
-        }
+        # A field at the script's default is left out (create.lua fills it in): a third of the JSON
+        # to encode and decode, and of the bytes to send, for the common spec.
+        out: dict[str, Any] = {"kind": spec.kind, "title": spec.title,
+                               "max_attempts": spec.max_attempts or self.settings.max_attempts}
+        if spec.body:
+            out["body"] = spec.body
+        if spec.priority != 5:
+            out["priority"] = spec.priority
+        if spec.key:
+            out["key"] = spec.key
+        if spec.evidence:
+            out["evidence"] = ",".join(spec.evidence)
+        if spec.blocked_by:
+            out["deps"] = list(spec.blocked_by)
+        if spec.caps:
+            out["caps"] = ",".join(spec.caps)
+        if spec.files:
+            out["files"] = "\n".join(spec.files)
+        if spec.not_before:
+            out["not_before"] = spec.not_before
+        if spec.budget_usd:
+            out["budget_usd"] = spec.budget_usd
+        return out
 
     async def create(self, spec: TaskSpec) -> tuple[Task, bool]:
         """Create a task; with a dedup key already used, return that task and False."""
@@ -291,6 +322,13 @@ class Board:
                     pipe.hgetall(self.keys.task(text(task_id)))
                 rows = await pipe.execute()
         return [Task.from_redis({k.decode(): v.decode() for k, v in row.items()}) for row in rows if row]
+
+    async def received(self, agent: str, refs: Sequence[tuple[str, int]]) -> list[Task]:
+        """The tasks of an assignment that came already `running` (`refs`: task id and token), in one
+        round trip: those `agent` still holds with that token (any other moved on since: not ours)."""
+        tasks = await self._many([task_id for task_id, _ in refs])
+        tokens = dict(refs)
+        return [t for t in tasks if t.owner == agent and t.state == "running" and tokens.get(t.id) == t.token]
 
     async def counts(self) -> dict[str, int]:
         """Number of tasks in each state."""
@@ -354,13 +392,16 @@ class Board:
     async def assign_many(
         self, plan: Sequence[tuple[str, str, str]], *, epoch: int | None = None
     ) -> list[tuple[str, SwarmError | None]]:
-        """`assign` for every `(task id, agent, agent instance)` in one script call: per task, None
-        when it was assigned, or the error that refused it (the others still go through)."""
+        """`assign` for every `(task id, agent, agent instance)` in one script call, each task handed out
+        already `running` and one assignment message per agent: per task, None when it was assigned,
+        or the error that refused it (the others still go through)."""
         args: list[str | int] = []
         for task_id, agent, instance in plan:
             _check_agent(agent)
-            args += (task_id, agent, instance, new_id())
-        reply = await self._call("assign_many", "" if epoch is None else epoch, self.lease_ms, *args)
+            args += (task_id, agent, instance)
+        # A message's size stays well under the readers' limit (the same setting, SWARM_MAX_MESSAGE_BYTES).
+        budget = self.settings.max_message_bytes * 3 // 4
+        reply = await self._call("assign_many", "" if epoch is None else epoch, self.lease_ms, budget, *args)
         return [(r["id"], refused(r)) for r in reply.get("results") or []]
 
     async def cancel(self, task_id: str, reason: str = "cancelled") -> Task:
@@ -451,12 +492,13 @@ class Board:
 
     async def view(self, offset: int = 0, limit: int = 64, live_ms: int = 6_000) -> BoardView:
         """The captain's look at the board in one round trip (see swarm/lua/view.lua): expired
-        leases reclaimed first, every agent, and up to `limit` ready tasks from `offset` (no more than
-        the agents heard from within `live_ms` have free slots for, with some to spare)."""
+        leases reclaimed first, every agent, and up to `limit` ready tasks from `offset` that some
+        agent heard from within `live_ms` with a free slot can do (no more than the free slots), each
+        with only the fields assigning needs."""
         reply = await self._call("view", offset, limit, 500, live_ms)
         wake = [t for t in (reply.get("next_expiry"), reply.get("next_ready")) if t is not None]
         return BoardView(
-            tasks=[Task.from_redis(t) for t in reply.get("tasks") or []],
+            tasks=[Ready.from_view(t) for t in reply.get("tasks") or []],
             agents=[AgentRow(name=a["name"], card=a["card"], seen=int(a["seen"]), load=int(a["load"]),
                              affinity=frozenset(a.get("affinity") or ())) for a in reply.get("agents") or []],
             moved=list(reply.get("moved") or []),
@@ -484,13 +526,29 @@ class Board:
         tasks = (await self.claim(agent, caps, 1)).tasks
         return tasks[0] if tasks else None
 
-    async def claim(self, agent: str, caps: Sequence[str], count: int) -> Claimed:
-        """Take up to `count` of the best ready tasks `agent` is capable of, in one atomic step."""
+    async def claim(self, agent: str, caps: Sequence[str], count: int, *, wait_s: float = 0.0) -> Claimed:
+        """Take up to `count` of the best ready tasks `agent` is capable of, in one atomic step; tasks
+        the board handed to `agent` and it has not popped yet come first. With `wait_s`, when it took
+        fewer than `count`, `agent` waits idle for the rest that long: a task made ready meanwhile is
+        claimed for it and pushed onto its handoff list, for `handoff` to pop (the idle hand-off)."""
         _check_agent(agent)
-        claimed = Claimed.from_reply(
-            await self._call("claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak))
+        claimed = Claimed.from_reply(await self._call(
+            "claim", agent, ",".join(caps) or "*", self.lease_ms, count, self._speak, int(wait_s * 1000)))
         self._said(len(claimed.tasks))
         return claimed
+
+    async def handoff(self, agent: str, count: int, *, wait_s: float | None = None) -> list[Task]:
+        """Pop up to `count` of the tasks the board claimed for `agent` while it waited idle (see
+        `claim`), oldest first; with `wait_s`, block up to that long for the first (BLMPOP). What
+        comes back is the caller's, running and leased: run it, or give it back with `release`."""
+        key = self.keys.handoff(agent)
+        with doing("waiting for a hand-off" if wait_s is not None else "taking the tasks handed over"):
+            if wait_s is None:
+                raw = await self.redis.lpop(key, count)
+            else:
+                popped = await self.redis.blmpop(wait_s, 1, key, direction="LEFT", count=count)
+                raw = popped[1] if popped else None
+        return [Task.from_redis(json.loads(entry)) for entry in cast(list[bytes], raw or [])]
 
     async def start_many(self, agent: str, started: Sequence[tuple[str, int]]) -> list[tuple[str, Task | SwarmError]]:
         """`start` for every `(task id, token)` of `agent` in one script call: per task, the running

@@ -11,14 +11,15 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import anyio
 import structlog
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task
+from swarm.board import Board, Ready, Task
 from swarm.bus import Bus
 from swarm.connection import doing, text
 from swarm.errors import BackendError, NotLeader
@@ -80,22 +81,36 @@ def _frees(fields: dict[bytes, bytes]) -> bool:
     return not any(quiet in raw for quiet in QUIET_EVENTS)
 
 
-def plan(tasks: list[Task], slots: list[Slot]) -> list[tuple[Task, str]]:
+class Assignable(Protocol):
+    """What `plan` reads of a task: a `Task`, or the `Ready` record of a round's view."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def caps(self) -> tuple[str, ...]: ...
+    @property
+    def files(self) -> tuple[str, ...]: ...
+
+
+A = TypeVar("A", bound=Assignable)
+
+
+def plan(tasks: Sequence[A], slots: list[Slot]) -> list[tuple[A, str]]:
     """Deterministic matching of ready tasks (in claim order) to agents.
 
     For each task, among live agents with the capabilities and spare capacity: the one that worked
-    on the most of the task's files, then the least loaded (relative to its concurrency), then by
-    name. Pure: the same inputs always give the same plan.
+    on the most of the task's files, then the least loaded (relative to its capacity: concurrency
+    plus prefetch), then by name. Pure: the same inputs always give the same plan.
 
     Built for a thousand agents: who can do a set of capabilities is worked out once per set, and a
     task without files (no affinity to weigh) takes the least loaded from a heap, not a scan.
     """
     load = [s.load for s in slots]
     names = [s.info.card.name for s in slots]
-    room = [s.info.card.concurrency for s in slots]
+    room = [s.info.card.capacity for s in slots]
     eligible: dict[tuple[str, ...], list[int]] = {}
     heaps: dict[tuple[str, ...], list[tuple[float, str, int, int]]] = {}
-    out: list[tuple[Task, str]] = []
+    out: list[tuple[A, str]] = []
     for task in tasks:
         who = eligible.get(task.caps)
         if who is None:
@@ -129,7 +144,7 @@ def _least_loaded(heaps: dict[tuple[str, ...], list[tuple[float, str, int, int]]
     return None
 
 
-def _best_by_affinity(task: Task, who: list[int], slots: list[Slot], load: list[int], room: list[int],
+def _best_by_affinity(task: Assignable, who: list[int], slots: list[Slot], load: list[int], room: list[int],
                       names: list[str]) -> int | None:
     best: tuple[int, float, str] | None = None
     chosen: int | None = None
@@ -220,7 +235,7 @@ class Captain:
                 if self.registry.liveness(row.seen, now) == "alive"
                 if (card := self._card(row.name, row.card)) is not None
             ]
-            free = sum(max(0, s.info.card.concurrency - s.load) for s in slots)
+            free = sum(max(0, s.info.card.capacity - s.load) for s in slots)
             if free <= 0 or not view.tasks:
                 return wake_at
             placed = await self._assign(plan(view.tasks, slots), slots)
@@ -241,7 +256,7 @@ class Captain:
             self._cards[raw] = parse_card(name, raw)
         return self._cards[raw]
 
-    async def _assign(self, pairs: list[tuple[Task, str]], slots: list[Slot]) -> int:
+    async def _assign(self, pairs: list[tuple[Ready, str]], slots: list[Slot]) -> int:
         """Assign each planned pair; the number placed, or -1 when this captain was deposed."""
         instances = {s.info.card.name: s.info.card.instance for s in slots}
         if not pairs:
@@ -422,9 +437,9 @@ class Captain:
             live = ", ".join(f"{s.info.card.name} ({','.join(s.info.card.capabilities)})" for s in slots) or "none"
             return (f"{task.id} is ready but no live agent can do [{caps}]; live agents: {live}. "
                     f"Start one with `swarm agent run --name NAME --can {caps}`.")
-        free = [s for s in capable if s.load < s.info.card.concurrency]
+        free = [s for s in capable if s.load < s.info.card.capacity]
         if not free:
-            busy = ", ".join(f"{s.info.card.name} {s.load}/{s.info.card.concurrency}" for s in capable)
+            busy = ", ".join(f"{s.info.card.name} {s.load}/{s.info.card.capacity}" for s in capable)
             return f"{task.id} is ready; every capable agent is at capacity ({busy})."
         with doing("reading the leader"):
             leader = await self.redis.get(self.keys.leader)

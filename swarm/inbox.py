@@ -74,8 +74,11 @@ def describe(msg: Message) -> str:
             return cast(str, getattr(body, "text", ""))
         case "assignment":
             b = cast(Any, body)
-            return (f"the captain assigned you task {b.task_id} ({b.task_kind}, token {b.token})"
+            line = (f"the captain assigned you task {b.task_id} ({b.task_kind}, token {b.token})"
                     + (f": {b.title}" if b.title else ""))
+            for m in b.more or ():
+                line += f"; task {m.task_id} ({m.task_kind}, token {m.token})" + (f": {m.title}" if m.title else "")
+            return line + ("; already running: no start needed" if b.state == "running" else "")
         case "command":
             b = cast(Any, body)
             args = " ".join(f"{k}={v}" for k, v in b.args.items())

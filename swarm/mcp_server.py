@@ -131,14 +131,19 @@ class Session:
                             "restart this MCP server with another --agent name")
 
     async def next_task(self, wait_s: float) -> Task | None:
-        """A task the captain assigned to this agent (started now), else the best ready task it can do
-        (claimed), waiting up to `wait_s` for one; None when there is none."""
+        """A task given to this agent: by the captain (handed out running) or assigned by hand (started
+        now); else the best ready task it can do (claimed), waiting up to `wait_s` for one; None when
+        there is none."""
         deadline = time.monotonic() + min(max(wait_s, 0.0), MAX_WAIT_S)
         while True:
             self.check()
             for task_id in sorted(await self.board.owned(self.name) - self.held.keys()):
                 task = await self.board.get(task_id)
-                if task.state == "assigned" and task.owner == self.name:
+                if task.owner != self.name:
+                    continue
+                if task.state == "running":
+                    return self._hold(task)
+                if task.state == "assigned":
                     return self._hold(await self.board.start(task.id, task.token, agent=self.name))
             claimed = await self.board.claim(self.name, self.caps, 1)
             if claimed.tasks:

@@ -67,14 +67,38 @@ class ChatBody(_Model):
     text: Text
 
 
+class AssignedTask(_Model):
+    """One more task of an assignment (`AssignmentBody.more`): the same fields as the first."""
+
+    task_id: Id
+    token: int = Field(ge=1)
+    task_kind: Annotated[str, Field(min_length=1, max_length=64)]
+    title: Text = ""
+
+
 class AssignmentBody(_Model):
-    """The captain gives a task to an agent; `token` is the fencing token the owner must present."""
+    """Tasks given to an agent: the first in `task_id`, `token`, `task_kind` and `title`, any others of
+    the same hand-out in `more`; `token` is the fencing token the owner must present. `state` says
+    whether the agent accepts them with `own start` (`assigned`, or left out: a `swarm task assign`)
+    or runs them at once (`running`: the captain's rounds hand tasks out started)."""
 
     task_id: Id
     token: int = Field(ge=1)
     task_kind: Annotated[str, Field(min_length=1, max_length=64)]
     title: Text = ""
     instance: Id | None = Field(None, description="The agent instance it is for; a restarted agent ignores others.")
+    state: Literal["assigned", "running"] | None = Field(
+        None, description="`running`: handed out started, run it with no `own start`; else `own start` it first.")
+    more: tuple[AssignedTask, ...] | None = Field(
+        None, max_length=4096, description="Further tasks of the same hand-out, in the same state.")
+    tasks: tuple[dict[Annotated[str, Field(max_length=64)], str], ...] | None = Field(
+        None, max_length=4096, description="The tasks themselves, first then `more`, as the board holds them "
+        "(every value a string, as a claim returns them) but without their empty fields: the agent runs them "
+        "without reading them. Left out when they do not fit in the message.")
+
+    def refs(self) -> list[tuple[str, int]]:
+        """Every task of the assignment: (task id, token), the first one first."""
+        return [(self.task_id, self.token), *((m.task_id, m.token) for m in self.more or ())]
 
 
 class TaskEventBody(_Model):

@@ -39,6 +39,8 @@ class AgentCard(BaseModel):
     capabilities: tuple[str, ...] = ()
     roles: tuple[str, ...] = ()
     concurrency: int = Field(1, ge=1, le=1024)
+    prefetch: int = Field(0, ge=0, le=1024, description="Tasks the captain may hand it ahead of its free "
+                                                       "workers: it owns up to concurrency + prefetch.")
     version: str = ""
     host: str = Field(default_factory=socket.gethostname)
     pid: int = Field(default_factory=os.getpid)
@@ -49,6 +51,11 @@ class AgentCard(BaseModel):
     connection: str = ""
     """The name (CLIENT SETNAME) of this instance's connections: while none is open, the instance is
     dead and its tasks go back to the board (see `swarm.presence`). Empty: leases alone tell."""
+
+    @property
+    def capacity(self) -> int:
+        """The most tasks the captain gives it at once: its workers' and those held ahead for them."""
+        return self.concurrency + self.prefetch
 
     def can(self, caps: tuple[str, ...]) -> bool:
         """True when this agent has every capability in `caps` (or the wildcard `*`)."""

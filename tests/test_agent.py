@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -228,6 +230,65 @@ async def test_assignment_for_an_earlier_instance_is_ignored(redis: Redis, fast:
     assert seen == [new.id]
     # ...and given back when the agent leaves, rather than left to wait for its lease.
     assert [e.body.event for e in await board.history(old.id)] == ["created", "assigned", "released"]
+
+
+async def test_the_captain_hands_tasks_out_running_and_the_agent_runs_them_without_a_start(
+    redis: Redis, fast: Settings
+) -> None:
+    board = Board(redis, fast)
+    ids = [(await board.create(TaskSpec(kind="work", title=f"job {n}", body=f"body {n}")))[0].id for n in range(8)]
+    seen: dict[str, str] = {}
+    now = most = 0
+    most_owned = 0
+
+    async def handler(task: Task, ctx: Context) -> str:
+        nonlocal now, most, most_owned
+        now += 1
+        most = max(most, now)
+        most_owned = max(most_owned, len(await board.owned("a1")))
+        seen[task.id] = task.body
+        await anyio.sleep(0.05)
+        now -= 1
+        return "ok"
+
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",), concurrency=2), handler, claim=False,
+                  prefetch=2)
+    captain = Captain(redis, fast)
+    async with anyio.create_task_group() as tg:
+        await tg.start(captain.run)
+        async with running(agent):
+            await eventually(lambda: _all_in(board, ids, "done"))
+        tg.cancel_scope.cancel()
+    assert seen == {i: f"body {n}" for n, i in enumerate(ids)}  # each ran once, with the task as created
+    assert (most, most_owned) == (2, 4)  # two at a time, two more held ahead (the card's prefetch)
+    for task_id in ids:  # handed out running: no `started` (no start call), no claim
+        assert [e.body.event for e in await board.history(task_id)] == ["created", "assigned", "done"]
+
+
+async def test_a_running_assignment_not_ours_any_more_is_skipped(redis: Redis, fast: Settings) -> None:
+    board = Board(redis, fast)
+    ran: list[str] = []
+
+    async def handler(task: Task, ctx: Context) -> str:
+        ran.append(task.id)
+        return "ok"
+
+    moved, _ = await board.create(TaskSpec(kind="work", title="moved on"))
+    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), handler, claim=False)
+    async with running(agent):
+        forged = {"task_id": moved.id, "token": 1, "task_kind": "work", "state": "running",
+                  "tasks": [{"id": moved.id, "kind": "work", "title": "forged", "state": "running", "owner": "a1",
+                             "token": "1"}]}
+        with capture_logs() as logs:
+            for sender in ("board", "mallory"):  # from the board but not carrying them; carried by another
+                body = {k: v for k, v in forged.items() if sender != "board" or k != "tasks"}
+                await redis.xadd(board.keys.inbox("a1"), {"m": json.dumps(
+                    {"v": 1, "id": f"m-{sender}", "sender": sender, "to": "a1", "ts": int(time.time() * 1000),
+                     "kind": "assignment", "body": body})})
+            skipped = "assigned tasks moved on before they ran"
+            await eventually(lambda: _true(sum(line["event"] == skipped for line in logs) == 2))
+    assert ran == []  # read from the board: open, nobody's; neither message ran it
+    assert (await board.get(moved.id)).state == "open"
 
 
 def _task(title: str = "x") -> Task:

@@ -16,7 +16,7 @@ from swarm.board import Board, Task, TaskSpec
 from swarm.connection import connect, text
 from swarm.errors import IllegalTransition, NotReady, StaleToken, TaskNotFound
 from swarm.keys import FIELD
-from swarm.protocol import TaskEvent, decode
+from swarm.protocol import Assignment, TaskEvent, decode
 from swarm.settings import Settings
 
 
@@ -612,10 +612,74 @@ async def test_assign_many_places_each_pair_and_reports_the_refused(redis: Redis
         (a.id, "IllegalTransition"), (b.id, None), ("t-404", "TaskNotFound")]
     assert str(results[0][1]) == f"task {a.id} is running by w9, not open; use reassign to move it"
     placed = await board.get(b.id)
-    assert (placed.state, placed.owner, placed.token) == ("assigned", "w2", 1)
+    assert (placed.state, placed.owner, placed.token) == ("running", "w2", 1)  # handed out started
     rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w2")))
     msg = decode(rows[0][1][FIELD.encode()])
-    assert (msg.kind, msg.body.task_id, msg.body.instance) == ("assignment", b.id, "w2-i1")  # type: ignore[union-attr]
+    assert (msg.kind, msg.body.task_id, msg.body.instance, msg.body.state) == (  # type: ignore[union-attr]
+        "assignment", b.id, "w2-i1", "running")
+    assert [e.body.event for e in await board.history(b.id)] == ["created", "assigned"]
+    assert (await board.received("w2", [(b.id, 1)]))[0].id == b.id
+    assert await board.received("w2", [(b.id, 2)]) == []  # not its token
+    assert await board.received("w1", [(b.id, 1)]) == []  # not its task
+
+
+async def test_assign_many_sends_each_agent_one_message_for_its_tasks(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    ids = [(await board.create(spec(f"audit {n}")))[0].id for n in range(5)]
+    plan = [(ids[0], "w1", "w1-i1"), (ids[1], "w2", ""), (ids[2], "w1", "w1-i1"), (ids[3], "w1", "w1-i1")]
+    assert [error for _, error in await board.assign_many(plan)] == [None] * 4
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w1")))
+    [msg] = [decode(fields[FIELD.encode()]) for _, fields in rows]
+    assert isinstance(msg, Assignment)
+    assert (msg.to, msg.body.state, msg.body.instance) == ("w1", "running", "w1-i1")
+    assert msg.body.refs() == [(ids[0], 1), (ids[2], 1), (ids[3], 1)]
+    assert [m.title for m in msg.body.more or ()] == ["audit 2", "audit 3"]
+    # The tasks themselves ride along, as the board holds them after the hand-out: no read needed.
+    carried = [Task.from_redis(fields) for fields in msg.body.tasks or ()]
+    assert carried == [await board.get(i) for i in (ids[0], ids[2], ids[3])]
+    assert {(t.state, t.owner, t.token) for t in carried} == {("running", "w1", 1)}
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w2")))
+    [other] = [decode(fields[FIELD.encode()]) for _, fields in rows]
+    assert isinstance(other, Assignment)
+    assert (other.body.refs(), other.body.instance, other.body.more) == ([(ids[1], 1)], None, None)
+    # one "working on" status per agent, as a claim says it
+    said = [decode(fields[FIELD.encode()]) for _, fields in
+            cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.bus))]
+    assert [(m.sender, m.body.text) for m in said] == [  # type: ignore[union-attr]
+        ("w1", f"working on 3 tasks: {ids[0]}, {ids[2]}, {ids[3]}"), ("w2", f"working on {ids[1]}: audit 1")]
+    assert (await board.get(ids[4])).state == "open"
+
+
+async def test_assign_many_splits_a_hand_out_too_big_for_one_message(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    ids = [(await board.create(spec(f"{n:03} " + "x" * 290)))[0].id for n in range(40)]
+    big, _ = await board.create(TaskSpec(kind="audit", title="big", body="\u0001" * 32_000))  # 192 KB escaped
+    ids.insert(20, big.id)
+    assert [error for _, error in await board.assign_many([(i, "w1", "") for i in ids])] == [None] * 41
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w1")))
+    msgs = [decode(fields[FIELD.encode()]) for _, fields in rows]  # each under the 64 KiB limit to decode
+    assert all(isinstance(m, Assignment) for m in msgs)
+    assert len({m.id for m in msgs}) == len(msgs) > 2
+    bodies = [m.body for m in msgs if isinstance(m, Assignment)]
+    assert [ref for b in bodies for ref in b.refs()] == [(i, 1) for i in ids]
+    # Every message carries its tasks whole, but the one too big to carry: it goes alone, to be read.
+    assert [b.refs() for b in bodies if b.tasks is None] == [[(big.id, 1)]]
+    assert all([t["id"] for t in b.tasks] == [r[0] for r in b.refs()] for b in bodies if b.tasks is not None)
+
+
+async def test_assign_many_keeps_messages_under_the_readers_size_limit(redis: Redis, settings: Settings) -> None:
+    small = settings.model_copy(update={"max_message_bytes": 4096})  # SWARM_MAX_MESSAGE_BYTES
+    board = Board(redis, small)
+    ids = [(await board.create(spec(f"audit {n}", body="b" * 200)))[0].id for n in range(30)]
+    assert [error for _, error in await board.assign_many([(i, "w1", "") for i in ids])] == [None] * 30
+    rows = cast(list[tuple[bytes, dict[bytes, bytes]]], await redis.xrange(board.keys.inbox("w1")))
+    assert len(rows) > 3
+    assert max(len(fields[FIELD.encode()]) for _, fields in rows) <= 3 * 4096 // 4
+    msgs = [decode(fields[FIELD.encode()], 4096) for _, fields in rows]
+    assert [ref for m in msgs if isinstance(m, Assignment) for ref in m.body.refs()] == [(i, 1) for i in ids]
+    reply = await board.scripts["assign_many"](keys=[board.keys.events], args=[
+        board.keys.prefix, "m-1", 1000, "", 30_000, "lots", ids[0], "w1", ""])
+    assert json.loads(reply) == {"error": "invalid", "message": "message bytes must be a number, got lots"}
 
 
 async def test_start_many_starts_each_fenced_by_its_token(redis: Redis, settings: Settings) -> None:

@@ -19,7 +19,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 from redis.asyncio import Redis
 
-from swarm.board import Board, Task, TaskSpec
+from swarm.board import Board, Ready, Task, TaskSpec
 from swarm.captain import Captain, Slot, plan
 from swarm.connection import connect
 from swarm.errors import NotLeader
@@ -270,11 +270,22 @@ async def test_tick_assigns_by_capability_capacity_and_affinity(redis: Redis, se
     assert captain.assigned == 5
     assert {a: len(await board.owned(a)) for a in ("a1", "w1", "z9")} == {"a1": 2, "w1": 1, "z9": 2}
 
-    got = await inbox(redis, board, "z9")
-    assert [(m.body.task_id, m.body.token, m.body.task_kind, m.body.title) for m in got] == [
-        (warmup.id, 1, "audit", "warm-up"), (app.id, 1, "audit", "audit app"), (audits[2].id, 1, "audit", "audit 2")]
-    assert all(m.to == "z9" and m.sender == "board" and m.body.instance == "z9-i1" for m in got[1:])
-    assert got[0].body.instance is None  # a human's assign names no instance
+    # A human's assign: one task, `assigned` (the agent starts it), no instance named. The captain's
+    # round: one message for all of z9's tasks, handed out already running.
+    human, round_ = await inbox(redis, board, "z9")
+    assert (human.body.task_id, human.body.token, human.body.task_kind, human.body.title) == (
+        warmup.id, 1, "audit", "warm-up")
+    assert (human.body.instance, human.body.state, human.body.more) == (None, None, None)
+    assert (round_.to, round_.sender, round_.body.instance, round_.body.state) == ("z9", "board", "z9-i1", "running")
+    first = round_.body
+    assert [(first.task_id, first.token, first.task_kind, first.title)] + [
+        (m.task_id, m.token, m.task_kind, m.title) for m in first.more or ()] == [
+        (app.id, 1, "audit", "audit app"), (audits[2].id, 1, "audit", "audit 2")]
+    assert round_.body.refs() == [(app.id, 1), (audits[2].id, 1)]
+    assert {(await board.get(t)).state for t in (app.id, audits[2].id)} == {"running"}
+    assert [e.body.event for e in await board.history(app.id)] == ["created", "assigned"]
+    [w1_round] = await inbox(redis, board, "w1")
+    assert (w1_round.body.task_id, w1_round.body.state, w1_round.body.more) == (docs.id, "running", None)
 
     # Nothing changes on a second tick: everyone capable is full.
     await captain.tick()
@@ -433,9 +444,26 @@ async def test_the_view_reads_only_as_many_ready_tasks_as_free_slots_could_take(
     assert (await board.view(0, 64, 6_000)).tasks == []  # nobody to give them to
     await join(redis, settings, "w1", "audit", concurrency=2)
     view = await board.view(0, 64, 6_000)
-    assert [t.title for t in view.tasks] == [f"job {n}" for n in range(2 * 4 + 16)]
+    assert view.tasks == [Ready("t-1", ("audit",), ()), Ready("t-2", ("audit",), ())]  # w1's two free slots
+    assert view.scanned == 2
     assert [(a.name, a.load) for a in view.agents] == [("w1", 0)]
     assert view.more  # and more lie behind them
+
+
+async def test_the_view_reads_past_tasks_no_free_agent_can_do(redis: Redis, settings: Settings) -> None:
+    board = Board(redis, settings)
+    deploys = [(await board.create(spec(f"deploy {n}", kind="deploy")))[0] for n in range(3)]
+    docs = [(await board.create(spec(f"docs {n}", kind="docs", files=(f"d{n}.md",))))[0] for n in range(2)]
+    await board.create(spec("audit"))  # a paused kind: read past
+    await join(redis, settings, "w1", "docs", concurrency=5)
+    await join(redis, settings, "busy", "deploy", concurrency=1)
+    deployed = await board.claim("busy", ["deploy"], 1)  # busy is full: nobody free can deploy
+    await board.pause("audit")
+    view = await board.view(0, 64, 6_000)
+    assert [t.id for t in view.tasks] == [t.id for t in docs]
+    assert [t.files for t in view.tasks] == [("d0.md",), ("d1.md",)]
+    assert (view.scanned, view.more) == (5, False)  # two deploys read past, then both docs and the paused audit
+    assert [t.id for t in deployed.tasks] == [deploys[0].id]
 
 
 async def test_a_ready_task_deep_behind_work_nobody_free_can_do_is_still_assigned(

@@ -459,7 +459,7 @@ def test_captain_run_assigns_and_resigns_on_sigterm(
         time.sleep(0.05)
     sync(settings, lambda r: Registry(r, settings).register(AgentCard(name="a1", capabilities=("audit",)), "i-1"))
     task_id = make(cli)
-    while data(cli("task", "show", task_id, "--json"))["state"] != "assigned":
+    while data(cli("task", "show", task_id, "--json"))["state"] != "running":  # the captain hands out running
         assert time.monotonic() < deadline
         time.sleep(0.05)
     captain_process.send_signal(signal.SIGTERM)

@@ -11,7 +11,7 @@ from swarm.bus import Bus
 from swarm.connection import open_redis
 from swarm.inbox import Inbox, as_dict, describe, group
 from swarm.keys import FIELD
-from swarm.protocol import AssignmentBody, ChatBody, CommandBody, Message, StatusBody, message
+from swarm.protocol import AssignedTask, AssignmentBody, ChatBody, CommandBody, Message, StatusBody, message
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
 
@@ -138,6 +138,14 @@ async def test_undecodable_mail_is_dead_lettered_and_the_rest_read(redis: Redis,
     assert (dead.stream, dead.group, dead.consumer, dead.reason) == (
         stream, "inbox-reader:a1", "reader", "invalid JSON: EOF while parsing an object at line 1 column 15")
     assert (await redis.xpending(stream, "inbox-reader:a1"))["pending"] == 0
+
+
+def test_a_captains_round_reads_as_one_line_naming_every_task() -> None:
+    body = AssignmentBody(task_id="t-3", token=2, task_kind="docs", title="Document it", state="running",
+                          more=(AssignedTask(task_id="t-4", token=1, task_kind="audit"),))
+    assert describe(message(body, sender="board", to="a1")) == (
+        "the captain assigned you task t-3 (docs, token 2): Document it; task t-4 (audit, token 1); "
+        "already running: no start needed")
 
 
 async def test_the_reader_group_is_apart_from_the_agent_runtimes_group(redis: Redis, settings: Settings,

@@ -246,10 +246,13 @@ async def test_live_run_counters_match_what_happened(redis: Redis, settings: Set
                 to_captain = await sent_by(redis, keys.captain, "a1")
                 expected = {**on_bus, **to_captain}
                 got = {k: sample(body, "swarm_messages_published_total", kind=k) for k in expected}
-                return body if got == expected and on_bus.get("status", 0) >= 1 + 2 * n else None
+                # online, then "working on" and "done" (one a round or settle: a round may take several)
+                return body if got == expected and on_bus.get("status", 0) >= 3 else None
 
             body = await eventually(agent_matches_streams)
-            assert sample(body, "swarm_messages_consumed_total", group="a1", kind="assignment") == n
+            # one assignment message per captain's round (a round may hand out several tasks)
+            assert sample(body, "swarm_messages_consumed_total", group="a1", kind="assignment") == await redis.xlen(
+                keys.inbox("a1"))
             assert sample(body, "swarm_tasks_finished_total", kind="work", outcome="done") == n
             assert sample(body, "swarm_task_lifecycle_seconds_count", kind="work") == n
             assert sample(body, "swarm_task_queue_seconds_count", kind="work") == n
@@ -262,8 +265,9 @@ async def test_live_run_counters_match_what_happened(redis: Redis, settings: Set
             body = await eventually(captain_counted)
             assert sample(body, "swarm_captain_leading") == 1
             assert sample(body, "swarm_captain_assignments_total") == n
-            for event in ("created", "assigned", "started"):
+            for event in ("created", "assigned"):
                 assert sample(body, "swarm_task_events_total", event=event) == n, event
+            assert sample(body, "swarm_task_events_total", event="started") == 0  # handed out running
             assert sample(body, "swarm_task_reassignments_total") == 0
             assert sample(body, "swarm_lease_expiries_total") == 0
             assert sample(body, "swarm_tasks", state="done") == n

@@ -25,6 +25,8 @@ local CLAIM_SCAN = 1000
 --   role                      role:<role>
 --   events                    events
 --   dlq                       dlq
+--  publishing (publish.lua is passed it in KEYS)
+--   publish_rate              publish:rate
 --  board
 --   task                      task:<id>
 --   history                   history:<id>
@@ -38,6 +40,9 @@ local CLAIM_SCAN = 1000
 --   seq                       seq
 --   dependents                dependents:<id>
 --   dedup                     dedup
+--   idle_until                idle:until
+--   idle_ask                  idle:ask
+--   handoff                   handoff:<agent>
 --  agents and captain
 --   agents                    agents
 --   agent_seen                agents:seen
@@ -83,6 +88,10 @@ end
 -- Nothing inside a batch may read an index it writes (claim_ready pages past its own claims).
 local BATCH = nil  -- key -> {op = ..., args = {...}} while a batch is open
 local BATCH_KEYS = {}
+-- Tasks this call made ready, to be offered to idle agents once their own event is written and no
+-- batch is open (see the idle hand-off below; defined there, called from here).
+local PENDING = {}
+local offer_pending
 local UNPACK_STEP = 4000  -- even, so ZADD score/member pairs stay together; below Lua's unpack limit
 
 local function send(op, k, args)
@@ -119,6 +128,7 @@ local function batch_end()
       send(run.op, k, run.args)
     end
   end
+  offer_pending()
 end
 
 local function clock_ms()
@@ -137,13 +147,6 @@ end
 
 -- What an owner's report needs of a task (HMGET: a fraction of HGETALL's cost on a full hash).
 local REPORT_FIELDS = {'id', 'state', 'owner', 'token', 'created', 'title', 'files'}
-local function load_for_report(id)
-  local raw = redis.call('HMGET', key('task:', id), unpack(REPORT_FIELDS))
-  if not raw[1] then return nil end
-  local t = {}
-  for i, f in ipairs(REPORT_FIELDS) do t[f] = raw[i] or '' end
-  return t
-end
 
 local function save(t, ...)
   local fields = {...}
@@ -247,9 +250,61 @@ local function emit(t, event, detail)
     priority = 'normal', kind = 'task_event', body = body})
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
   redis.call('RPUSH', key('history:', t.id), msg)
+  offer_pending()  -- a task this transition made ready goes to an idle agent after its own event
 end
 
--- An open task whose dependencies are done is ready now, or after its retry backoff.
+-- What an agent's capabilities are (comma-separated, '*' = any), as `fits` reads them.
+local function parse_caps(caps)
+  local can, any = {}, false
+  for cap in string.gmatch(caps, '[^,]+') do
+    if cap == '*' then any = true end
+    can[cap] = true
+  end
+  return can, any
+end
+
+-- Can an agent with these capabilities (parse_caps) take task `t` now? Not when its kind is paused.
+local function fits(t, can, any, paused)
+  if paused[t.kind] then return false end
+  if any then return true end
+  for cap in string.gmatch(t.caps, '[^,]+') do
+    if not can[cap] then return false end
+  end
+  return true
+end
+
+-- Idle hand-off. An agent whose claim came back short waits (BLMPOP) on its list handoff:<agent>,
+-- announced in idle:until (agent -> when its wait ends, ms) and idle:ask (agent -> `<slots>,<lease
+-- ms>,<speak 0|1>,<caps>`). A task that becomes ready while such an agent waits is claimed for it by
+-- the script that made it ready, and pushed onto its list: the agent gets it in one hop, with no
+-- claim of its own. Only registered agents not marked gone (agents:seen > 0) are handed work.
+local IDLE_SCAN = 64  -- live idle agents looked at per call
+local IDLE = nil      -- those agents, read once per call when first needed (false: none)
+
+local function idle_agents()
+  if IDLE ~= nil then return IDLE end
+  IDLE = false
+  local names = redis.call('ZRANGEBYSCORE', key('idle:until'), '(' .. NOW, '+inf', 'LIMIT', 0, IDLE_SCAN)
+  if #names == 0 then return IDLE end
+  local asks = redis.call('HMGET', key('idle:ask'), unpack(names))
+  local seen = redis.call('ZMSCORE', key('agents:seen'), unpack(names))
+  local live = {}
+  for i, name in ipairs(names) do
+    local slots, lease, speak, caps = string.match(asks[i] or '', '^(%d+),(%d+),([01]),(.*)$')
+    if slots and tonumber(slots) > 0 and tonumber(seen[i] or '0') > 0 then
+      local can, any = parse_caps(caps)
+      live[#live + 1] = {agent = name, slots = tonumber(slots), lease = tonumber(lease), speak = speak == '1',
+        caps = caps, can = can, any = any, handed = {}}
+    end
+  end
+  if #live > 0 then IDLE = live end
+  return IDLE
+end
+
+-- `agent` no longer waits for a hand-off (it claims, or is gone): nothing more is handed to it.
+
+-- An open task whose dependencies are done is ready now, or after its retry backoff. One that is
+-- ready now is offered to the idle agents (offer_pending), once its event is written.
 local function make_ready(t)
   if tonumber(t.deps_left) > 0 then return end
   local not_before = tonumber(t.not_before or '0') or 0
@@ -257,17 +312,10 @@ local function make_ready(t)
     index('ZADD', key('delayed'), not_before, t.id)
   else
     index('ZADD', key('ready'), score(t), t.id)
+    if idle_agents() then PENDING[#PENDING + 1] = t end
   end
 end
 
-local function promote_due()
-  local due = redis.call('ZRANGEBYSCORE', key('delayed'), '-inf', NOW, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    local t = load(id)
-    redis.call('ZREM', key('delayed'), id)
-    if t and t.state == 'open' then redis.call('ZADD', key('ready'), score(t), id) end
-  end
-end
 
 -- Drop every index entry that ties the task to an owner or a queue. Only open tasks sit in the
 -- ready and delayed queues, and only owned ones hold a lease, so the rest need no write.
@@ -342,40 +390,15 @@ local function check_owner(t, token, agent)
 end
 
 -- A refusal reply as one entry of a batch's results: {id = ..., error = code, message = ...}.
-local function refusal(id, reply)
-  local e = cjson.decode(reply)
-  return {id = id, error = e.error, message = e.message}
-end
 
 -- An agent's word on one of its tasks in a batch (settle, start_many, renew): the task, read by
 -- `loader`, or nil and the refusal entry (not found, a stale token, not assigned or running, or
 -- another agent's). One refused does not stop the rest of the batch.
-local function owned_task(id, token, agent, loader)
-  local t = loader(id)
-  if not t then return nil, refusal(id, not_found(id)) end
-  local refused = check_owner(t, token, agent)
-  if refused then return nil, refusal(id, refused) end
-  return t, nil
-end
 
 -- An agent's batch of reports (settle, start_many, renew): ARGV[first..] holds `stride` arguments a
 -- task, task id and token first. Runs `act(t, i)` (i: the task's first ARGV index) on each task
 -- `owned_task` accepts, inside one index batch, and returns one entry a task, in order: what `act`
 -- returned, or the refusal.
-local function for_owned(first, stride, agent, loader, act)
-  local results = {}
-  batch_begin()
-  for i = first, #ARGV, stride do
-    local t, refused = owned_task(ARGV[i], ARGV[i + 1], agent, loader)
-    if refused then
-      results[#results + 1] = refused
-    else
-      results[#results + 1] = act(t, i)
-    end
-  end
-  batch_end()
-  return results
-end
 
 -- Dependents of a finished task: one fewer dependency; ready when none are left.
 local function release_dependents(t)
@@ -387,6 +410,7 @@ local function release_dependents(t)
       if d.state == 'open' then make_ready(d) end
     end
   end
+  offer_pending()
 end
 
 local function finish(t, state, field, value, event)
@@ -400,74 +424,18 @@ end
 
 -- End a task nobody finished (cancelled, or failed when its last lease ran out): its owner's token
 -- is fenced off first, so a late report from the owner is refused.
-local function revoke(t, state, reason)
-  t.token = tostring(tonumber(t.token) + 1)
-  save(t, 'token')
-  finish(t, state, 'reason', reason, state)
-end
 
 -- A task its owner lost without a word (its lease ran out, its connections closed, a new instance of
 -- it registered): back to open with the old token fenced off, or failed on its last attempt.
-local function lose(t, why)
-  if tonumber(t.attempts) >= tonumber(t.max_attempts) then
-    revoke(t, 'failed', why .. ' on attempt ' .. t.attempts .. ' of ' .. t.max_attempts)
-  else
-    requeue(t, 0)
-    emit(t, 'expired', why)
-  end
-end
 
 -- Every task `agent` owns, lost at once (see `lose`): the ids.
-local function lose_all(agent, why)
-  local moved = {}
-  batch_begin()
-  for _, id in ipairs(redis.call('SMEMBERS', key('owned:', agent))) do
-    local t = load(id)
-    if t and (t.state == 'assigned' or t.state == 'running') and t.owner == agent then
-      lose(t, why)
-      moved[#moved + 1] = id
-    else
-      index('SREM', key('owned:', agent), id)  -- not its task any more: a stale index entry
-    end
-  end
-  batch_end()
-  return moved
-end
 
 -- Leases that ran out: back to open (the old token fenced off) or, past max_attempts, failed.
 -- Run by the captain's reaper and by every claim, so a board with no captain still heals.
-local function reclaim_expired(limit)
-  local moved = {}
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', NOW, 'LIMIT', 0, limit)) do
-    local t = load(id)
-    if not t or TERMINAL[t.state] then
-      redis.call('ZREM', key('leases'), id)
-    else
-      local owner = t.owner
-      lose(t, 'lease of ' .. owner .. ' expired')
-      -- An owner that let a lease run out is not keeping up (dead, paused, cut off): count it as
-      -- unseen until its next heartbeat, so the captain does not hand the task straight back to it.
-      if owner ~= '' and redis.call('ZSCORE', key('agents:seen'), owner) then
-        redis.call('ZADD', key('agents:seen'), 0, owner)
-      end
-      moved[#moved + 1] = id
-    end
-  end
-  promote_due()
-  return moved
-end
 
 -- The captain's round (reclaim.lua, view.lua): reclaim up to `limit` expired leases, then say when
 -- to look again. Reply fields: moved (the ids), next_expiry (earliest lease end) and next_ready
 -- (earliest backoff end), each of the last two left out when there is none.
-local function reclaim_round(limit)
-  local out = {ok = true, moved = reclaim_expired(limit)}
-  local next_expiry = redis.call('ZRANGE', key('leases'), 0, 0, 'WITHSCORES')
-  local next_delayed = redis.call('ZRANGE', key('delayed'), 0, 0, 'WITHSCORES')
-  if #next_expiry > 0 then out.next_expiry = tonumber(next_expiry[2]) end
-  if #next_delayed > 0 then out.next_ready = tonumber(next_delayed[2]) end
-  return out
-end
 
 -- The owner's status message on the bus ("working on t-3: ...", "done t-3: ..."), written in the
 -- same step as the transition: saying what it does costs an agent no round trip of its own.
@@ -489,11 +457,6 @@ end
 
 -- The board-event stream's newest id ('0-0' while empty). A claim that comes back short returns it:
 -- the agent then waits for events after it (new work may be there) and misses none, re-reads none.
-local function events_tip()
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #last == 0 then return '0-0' end
-  return last[1][1]
-end
 
 -- Budgets a program enforces: `budget` holds the limits in USD (field `swarm`: SWARM_BUDGET_USD;
 -- `agent:<name>`: a card's budget_usd), `spend` what was reported spent (same fields, and `tokens:...`).
@@ -523,51 +486,77 @@ end
 -- first (priority, then age), straight to running, after reclaiming expired leases (so agents keep a
 -- board healthy with no captain running). Returns them in claim order, and the board-event tip when
 -- it took fewer than `count` (nil otherwise).
-local function claim_ready(agent, caps, lease_ms, count, speak)
-  reclaim_expired(100)
-  local stopped = budget_stop(agent)
-  if stopped then return {}, events_tip(), stopped end
-  local can, any = {}, false
-  for cap in string.gmatch(caps, '[^,]+') do
-    if cap == '*' then any = true end
-    can[cap] = true
-  end
+local function claim_one(t, agent, lease_ms)
+  hand_out(t, agent, lease_ms, 'running')
+  emit(t, 'claimed', '')
+end
+
+
+-- The idle hand-off's other half (see `idle_agents`): the tasks this call made ready (PENDING), best
+-- first, each claimed for the first idle agent that can take it (capabilities, kind not paused,
+-- budget left, a slot left of those it announced) exactly as `claim_ready` claims, then pushed onto
+-- that agent's handoff list (the task as a claim returns it, JSON) in one RPUSH per agent. An agent
+-- whose slots ran out stops idling. Runs only when no batch is open (batch_end runs it again).
+offer_pending = function()
+  if #PENDING == 0 or BATCH then return end
+  local pending = PENDING
+  PENDING = {}
+  local idle = idle_agents()
+  if not idle then return end
+  if #pending > 1 then table.sort(pending, function(a, b) return score(a) < score(b) end) end
   local paused = paused_kinds()
-  local claimed = {}
-  local offset = 0
-  -- Looking is bounded: a long queue of work this agent cannot do must not keep Redis busy; what
-  -- lies further back is found by the captain, or once the head of the queue moves.
-  batch_begin()  -- claimed tasks leave the queue at batch_end: until then, paging skips past them
-  while #claimed < count and offset < CLAIM_SCAN do
-    local ids = redis.call('ZRANGE', key('ready'), offset, offset + 99)
-    if #ids == 0 then break end
-    offset = offset + #ids
-    for _, id in ipairs(ids) do
-      local t = load(id)
-      if not t or t.state ~= 'open' then
-        index('ZREM', key('ready'), id)  -- only open tasks belong here; never hand out another
-      else
-        local fits = any and not paused[t.kind]
-        if not fits and not paused[t.kind] then
-          fits = true
-          for cap in string.gmatch(t.caps, '[^,]+') do
-            if not can[cap] then fits = false break end
+  local stopped = {}  -- agent -> its budget's reason, or false
+  local touched = {}
+  batch_begin()
+  for _, t in ipairs(pending) do
+    if t.state == 'open' then  -- (still: nothing since has taken it)
+      for _, a in ipairs(idle) do
+        if a.slots > 0 and fits(t, a.can, a.any, paused) then
+          if stopped[a.agent] == nil then stopped[a.agent] = budget_stop(a.agent) or false end
+          if not stopped[a.agent] then
+            claim_one(t, a.agent, a.lease)
+            a.slots = a.slots - 1
+            if #a.handed == 0 then touched[#touched + 1] = a end
+            a.handed[#a.handed + 1] = t
+            break
           end
-        end
-        if fits then
-          hand_out(t, agent, lease_ms, 'running')
-          emit(t, 'claimed', '')
-          claimed[#claimed + 1] = t
-          if #claimed == count then break end
         end
       end
     end
   end
   batch_end()
-  if speak then say_tasks(agent, 'working', 'working on', claimed) end
-  if #claimed < count then return claimed, events_tip() end
-  return claimed, nil
+  for _, a in ipairs(touched) do
+    local list = key('handoff:', a.agent)
+    local entries = {}
+    for i, t in ipairs(a.handed) do entries[i] = cjson.encode(t) end
+    send('RPUSH', list, entries)
+    -- Never taken (its agent died waiting): the tasks come back through their leases or the
+    -- presence reaper, which also deletes the list; this only bounds the garbage.
+    redis.call('PEXPIRE', list, a.lease)
+    if a.slots > 0 then
+      redis.call('HSET', key('idle:ask'), a.agent, a.slots .. ',' .. a.lease .. ',' .. (a.speak and '1' or '0') .. ',' ..
+        a.caps)
+    else
+      redis.call('ZREM', key('idle:until'), a.agent)
+      redis.call('HDEL', key('idle:ask'), a.agent)
+    end
+    if a.speak then say_tasks(a.agent, 'working', 'working on', a.handed) end
+    a.handed = {}
+  end
 end
+
+-- The tasks handed to `agent` that it has not popped yet, its handoff list emptied: those still its
+-- own (running, owned by it, with the token they were handed with), in the order handed.
+
+-- `agent` waits for a hand-off of up to `slots` tasks until `until_ms`. Entries of agents that
+-- stopped waiting without a word (killed, cut off) lapse by their time; a few are swept here.
+
+-- What an agent's claim or settle takes: first what was handed to it while it waited (take_handed),
+-- then ready tasks (claim_ready), `count` in all (more when more were handed: they are its own
+-- already). `wait_ms` > 0 (claim): when that came to fewer than `count`, the agent waits for a
+-- hand-off of the rest for `wait_ms` from now. `wait_ms` = 0 (settle): a wait still running is kept,
+-- for the slots still free, or ended when none are. Returns the tasks, the tip and the budget's
+-- reason as claim_ready does.
 
 -- done, as the owner reports it: the result recorded, affinity noted, dependents released (the
 -- caller says the owner's "done" status, once for all it completed).
@@ -579,28 +568,17 @@ local function complete(t, result)
 end
 
 -- Is `epoch` ('' = no check) still the leader's? An error reply when it is not.
-local function check_leader(epoch)
-  if epoch == '' then return nil end
-  local leader = redis.call('GET', key('captain:leader'))
-  if not leader or string.match(leader, '^[^:]+') ~= epoch then
-    return err('not_leader', 'captain epoch ' .. epoch .. ' no longer holds the leader lease; standing by')
-  end
-  return nil
-end
 
 -- What assign and assign_many check first, before any write: the lease argument (ARGV[lease_i]) and
 -- that `epoch` still leads; an error reply when not. Then backed-off tasks whose time came are made
 -- ready, so they can be assigned.
-local function before_assigning(lease_i, epoch)
-  local refused = check_caller('@captain') or invalid_numbers(lease_i, 'lease ms') or check_leader(epoch)
-  if refused then return refused end
-  promote_due()
-  return nil
-end
 
--- Give task `id` to `agent` (from its current owner with `force`) and write the assignment message
--- (id `msg_id`) to the agent's inbox in the same step. Returns the task, or nil and an error reply.
-local function assign_one(id, agent, instance, lease_ms, force, msg_id)
+-- Give task `id` to `agent` (from its current owner with `force`) in `state`: `assigned` (the agent
+-- starts it with `own start`) or `running` (the captain's rounds: handed out started, as a claim
+-- does). The caller writes the assignment message (`send_assignments`) in the same step. Returns the
+-- task, or nil and an error reply.
+local ASSIGN_STOPS, ASSIGN_PAUSED = {}, nil  -- what assign_one asked of budgets and pauses in this call
+local function assign_one(id, agent, lease_ms, force, state)
   local t = load(id)
   if not t then return nil, not_found(id) end
   local event = 'assigned'
@@ -615,10 +593,16 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
     return nil, err('illegal', 'task ' .. id .. ' is ' .. t.state .. (t.owner ~= '' and (' by ' .. t.owner) or '') ..
       ', not open' .. hint)
   else
-    local stopped = budget_stop(agent)
+    -- Asked once per agent and call (nothing an assignment does spends a budget or pauses a kind).
+    local stopped = ASSIGN_STOPS[agent]
+    if stopped == nil then
+      stopped = budget_stop(agent) or false
+      ASSIGN_STOPS[agent] = stopped
+    end
+    ASSIGN_PAUSED = ASSIGN_PAUSED or paused_kinds()
     if stopped then
       return nil, err('not_ready', 'task ' .. id .. ' cannot go to ' .. agent .. ': ' .. stopped)
-    elseif redis.call('SISMEMBER', key('paused'), t.kind) == 1 then
+    elseif ASSIGN_PAUSED[t.kind] then
       return nil, err('not_ready', 'task ' .. id .. ' is of kind ' .. t.kind .. ', which is paused; `swarm resume ' ..
         t.kind .. '` lets it be assigned')
     elseif redis.call('ZSCORE', key('ready'), id) == false then
@@ -629,17 +613,25 @@ local function assign_one(id, agent, instance, lease_ms, force, msg_id)
     end
   end
   local previous = t.owner
-  hand_out(t, agent, lease_ms, 'assigned')
+  hand_out(t, agent, lease_ms, state)
   local detail = ''
   if previous ~= '' then detail = 'from ' .. previous end
   emit(t, event, detail)
-  local body = {task_id = id, token = tonumber(t.token), task_kind = t.kind, title = clip(t.title)}
-  if instance ~= '' then body.instance = instance end
-  local msg = cjson.encode({v = 1, id = msg_id, sender = 'board', to = agent, ts = NOW, priority = 'normal',
-    kind = 'assignment', body = body})
-  redis.call('XADD', key('inbox:', agent), 'MAXLEN', '~', MAXLEN, '*', 'm', msg)
   return t, nil
 end
+
+-- An assignment message's size is kept under its caller's budget (bytes, under the readers' message
+-- size limit): a hand-out of more tasks than fit goes to the agent as several messages.
+
+-- A task as an assignment carries it: its fields but the empty ones (a reader takes a missing field
+-- as empty), and the most that takes encoded in JSON (cjson writes at most 6 bytes for a byte of text).
+
+-- Tell `agent` (instance `instance`, '' = any) about the tasks `ts` just handed to it in `state`, in
+-- as few `assignment` messages to its inbox as fit: the first task in the body's own fields, the
+-- rest in `more` (with `running`, each message with the agent's "working on" status, as a claim
+-- writes it); with `inline`, the tasks themselves too (`tasks`, the hashes as a claim returns
+-- them), so the agent runs them without reading them, in every message they fit in. `msg_id` names
+-- the first message ('' = the call's next id); `budget`: the most bytes a message takes.
 
 -- assigned -> running, the lease renewed (the caller says the owner's "working on"). An error
 -- reply when the task is not assigned (the token was checked by the caller).
@@ -652,80 +644,16 @@ local function start_one(t, lease_ms)
   return nil
 end
 
+-- check_spec's field checks: nil when spec[name] is (made) right, else the `invalid` reply. A string
+-- field left out is '' (a required one must not be); a whole number left out takes its default.
+
+
 -- A task spec (a decoded JSON object, see create.lua) checked and completed with its defaults, or
 -- nil and the `invalid` (or `not_found`) reply. Nothing is written: a batch checks every spec first.
-local function check_spec(spec)
-  if type(spec) ~= 'table' then return nil, err('invalid', 'the task spec is not a JSON object') end
-  for _, f in ipairs({{'kind', true}, {'title', true}, {'body', false}, {'key', false}, {'evidence', false},
-                      {'caps', false}, {'files', false}}) do
-    local name, required = f[1], f[2]
-    local v = spec[name]
-    if v == nil then v = '' end
-    if type(v) ~= 'string' or (required and v == '') then
-      return nil, err('invalid', 'task field ' .. name .. ' must be ' .. (required and 'a non-empty string' or 'a string'))
-    end
-    spec[name] = v
-  end
-  for _, f in ipairs({{'priority', 5, 0, 9}, {'max_attempts', 3, 1, 100}, {'not_before', 0, 0, 1e15}}) do
-    local name, default, lo, hi = f[1], f[2], f[3], f[4]
-    local v = spec[name]
-    if v == nil then v = default end
-    if type(v) ~= 'number' or v ~= math.floor(v) or v < lo or v > hi then
-      return nil, err('invalid', 'task field ' .. name .. ' must be a whole number from ' .. lo .. ' to ' ..
-        string.format('%.0f', hi))
-    end
-    spec[name] = v
-  end
-  if spec.budget_usd == nil then spec.budget_usd = 0 end
-  if type(spec.budget_usd) ~= 'number' or spec.budget_usd < 0 then
-    return nil, err('invalid', 'task field budget_usd must be a number of dollars, 0 or more (0: no budget)')
-  end
-  if spec.caps == '' then spec.caps = spec.kind end
-  if spec.deps == nil then spec.deps = {} end
-  if type(spec.deps) ~= 'table' then return nil, err('invalid', 'task field deps must be an array of task ids') end
-  for _, dep in ipairs(spec.deps) do
-    if type(dep) ~= 'string' then return nil, err('invalid', 'task field deps must be an array of task ids') end
-    if redis.call('EXISTS', key('task:', dep)) == 0 then
-      return nil, err('not_found', 'blocked-by task ' .. dep .. ' does not exist; create it first or drop it')
-    end
-  end
-  return spec, nil
-end
+-- (Plain calls, no tables of field names: create_many checks 500 specs a call.)
 
 -- Create the task a checked spec describes (or return the task its dedup key already names): the
 -- task and whether it is new.
-local function create_task(spec)
-  if spec.key ~= '' then
-    local existing = redis.call('HGET', key('dedup'), spec.key)
-    if existing then return load(existing), false end
-  end
-  -- A dependency named twice counts once: its completion releases this task only once.
-  local deps, seen, deps_left = {}, {}, 0
-  for _, dep in ipairs(spec.deps) do
-    if not seen[dep] then
-      seen[dep] = true
-      deps[#deps + 1] = dep
-      if redis.call('HGET', key('task:', dep), 'state') ~= 'done' then deps_left = deps_left + 1 end
-    end
-  end
-  local id = 't-' .. redis.call('INCR', key('seq'))
-  local t = {id = id, kind = spec.kind, title = spec.title, body = spec.body, priority = tostring(spec.priority),
-    key = spec.key, evidence = spec.evidence, deps = table.concat(deps, ','), caps = spec.caps, files = spec.files,
-    state = 'open', owner = '', token = '0', attempts = '0', max_attempts = tostring(spec.max_attempts),
-    lease_until = '0', not_before = string.format('%.0f', spec.not_before), deps_left = tostring(deps_left),
-    created = tostring(NOW), result = '', reason = '', budget_usd = tostring(spec.budget_usd)}
-  save(t, 'id', 'kind', 'title', 'body', 'priority', 'key', 'evidence', 'deps', 'caps', 'files', 'state', 'owner',
-    'token', 'attempts', 'max_attempts', 'lease_until', 'not_before', 'deps_left', 'created', 'result', 'reason',
-    'budget_usd')
-  index('ZADD', key('state:', 'open'), NOW, id)
-  index('ZADD', key('tasks'), NOW, id)
-  if spec.key ~= '' then redis.call('HSET', key('dedup'), spec.key, id) end
-  for _, dep in ipairs(deps) do redis.call('SADD', key('dependents:', dep), id) end
-  make_ready(t)
-  emit(t, 'created', t.title)
-  return t, true
-end
-
 -- What an owner does with its task, fenced by its token:
 --   start      assigned -> running
 --   heartbeat  extend the lease (no event: not a transition)

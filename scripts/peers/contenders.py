@@ -176,8 +176,8 @@ class Swarm(System):
         self.env = {**env, "PYTHONPATH": str(PEERS_DIR)}
         self.settings = (f"`swarm agent run --concurrency {SWARM_K} --prefetch {SWARM_PREFETCH}` per process "
                          "(on uvloop, the default)" if mode == "claim" else
-                         f"`swarm agent run --concurrency {SWARM_K} --no-claim` per process (on uvloop, the "
-                         "default), plus `swarm captain run`")
+                         f"`swarm agent run --concurrency {SWARM_K} --prefetch {SWARM_PREFETCH} --no-claim` per "
+                         "process (on uvloop, the default), plus `swarm captain run`")
         self.recovery = {"default": "lease 30 s (SWARM_LEASE_S)", "tuned": f"lease {SWARM_LEASE_TUNED_S:g} s"}
         self.bulk = "Board.create_many, one script call per 500 tasks"
 
@@ -231,7 +231,7 @@ class Swarm(System):
             argv = [sys.executable, "-m", "swarm", "agent", "run", "--name", name, "--can", "noop", "--handler",
                     f"{PEERS_DIR / 'swarm_job.py'}:handle", "--concurrency", str(concurrency or SWARM_K),
                     # The drill runs one job at a time per worker, holding none ahead (as the peers do there).
-                    "--prefetch", str(0 if concurrency or self.mode == "captain" else SWARM_PREFETCH),
+                    "--prefetch", str(0 if concurrency else SWARM_PREFETCH),
                     "--grace", "0", *(["--no-claim"] if self.mode == "captain" else [])]
             out.append(Worker(name, argv, self._env(tuned)))
         return out

@@ -49,8 +49,9 @@ def agent_run(
     = None,
     concurrency: Annotated[int, typer.Option(min=1, max=256, help="Tasks run at once.")] = 1,
     prefetch: Annotated[int, typer.Option(min=0, max=1024, help=(
-        "Tasks claimed ahead of free workers, so a finished worker starts its next task at once "
-        "(for many short tasks; they count as running and go back to the board on shutdown)."))] = 0,
+        "Tasks claimed (or taken from the captain) ahead of free workers, so a finished worker starts its "
+        "next task at once (for many short tasks; they count as running and go back to the board on shutdown)."))]
+    = 0,
     handler: Annotated[str, typer.Option(help="builtin | cmd:<command> | file.py:function | module:function.")]
     = "builtin",
     card: Annotated[Path | None, typer.Option(help="A roster card (TOML); replaces the options above.")] = None,
