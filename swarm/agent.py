@@ -18,6 +18,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import anyio.lowlevel
@@ -143,6 +144,9 @@ class Agent:
         self.idle_chatter_s = idle_chatter_s
         self.instance = new_id()
         self.connection = Keys(settings.name).connection(self.instance)
+        self.trusts_handouts = not (settings.user or urlsplit(settings.redis_url or "").username)
+        """Run tasks a hand-out from the board carries as it carries them. Not under ACL users (this agent
+        connects as a user of its own): a raw XADD could forge one, so they are read back first."""
         # Every connection of this instance carries its name: when they are all gone, so is the
         # instance, and a sweeper puts its tasks back on the board in seconds (swarm.presence).
         redis = named(redis, self.connection)
@@ -296,7 +300,7 @@ class Agent:
                 # Carried tasks are as the board held them at hand-out: trusted only while that is recent
                 # (a paused agent reading late reads them again, and skips those no longer its own).
                 fresh = time.time() * 1000 - msg.ts < self.settings.lease_s * 500
-                tasks = _carried(msg) if fresh else None
+                tasks = _carried(msg) if fresh and self.trusts_handouts else None
                 if tasks is None:
                     tasks = await self.board.received(self.name, refs)
                 if len(tasks) < len(refs):

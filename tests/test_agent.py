@@ -274,19 +274,23 @@ async def test_a_running_assignment_not_ours_any_more_is_skipped(redis: Redis, f
         return "ok"
 
     moved, _ = await board.create(TaskSpec(kind="work", title="moved on"))
-    agent = Agent(redis, fast, AgentCard(name="a1", capabilities=("work",)), handler, claim=False)
+    # As a Redis user of its own (ACL mode), where a raw XADD could forge the board's hand-out.
+    as_user = fast.model_copy(update={"user": "default"})
+    agent = Agent(redis, as_user, AgentCard(name="a1", capabilities=("work",)), handler, claim=False)
+    assert not agent.trusts_handouts
     async with running(agent):
         forged = {"task_id": moved.id, "token": 1, "task_kind": "work", "state": "running",
                   "tasks": [{"id": moved.id, "kind": "work", "title": "forged", "state": "running", "owner": "a1",
                              "token": "1"}]}
         with capture_logs() as logs:
-            for sender in ("board", "mallory"):  # from the board but not carrying them; carried by another
-                body = {k: v for k, v in forged.items() if sender != "board" or k != "tasks"}
+            # from the board but not carrying them; carried by another; carried "from the board" (ACL mode)
+            for sender, carried in (("board", False), ("mallory", True), ("board", True)):
+                body = {k: v for k, v in forged.items() if carried or k != "tasks"}
                 await redis.xadd(board.keys.inbox("a1"), {"m": json.dumps(
-                    {"v": 1, "id": f"m-{sender}", "sender": sender, "to": "a1", "ts": int(time.time() * 1000),
-                     "kind": "assignment", "body": body})})
+                    {"v": 1, "id": f"m-{sender}-{carried}", "sender": sender, "to": "a1",
+                     "ts": int(time.time() * 1000), "kind": "assignment", "body": body})})
             skipped = "assigned tasks moved on before they ran"
-            await eventually(lambda: _true(sum(line["event"] == skipped for line in logs) == 2))
+            await eventually(lambda: _true(sum(line["event"] == skipped for line in logs) == 3))
     assert ran == []  # read from the board: open, nobody's; neither message ran it
     assert (await board.get(moved.id)).state == "open"
 
