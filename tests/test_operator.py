@@ -127,3 +127,10 @@ async def test_create_many_checks_every_spec_before_it_writes(redis: Redis, sett
         await board._call("create_many", payload)
     assert str(exc.value) == "spec 2: task field title must be a non-empty string"
     assert await board.counts() == {**dict.fromkeys(await board.counts(), 0), "open": 3}
+    # Chunks go one after another: a refused chunk stops the rest (those before it stay created).
+    bad = TaskSpec.model_construct(kind="audit", title="", body="", priority=5, key="", evidence=(), blocked_by=(),
+                                   caps=(), files=(), max_attempts=None, not_before=0, budget_usd=0.0)
+    with pytest.raises(ConfigError) as refused:
+        await board.create_many([spec("four"), spec("five"), spec("six"), bad, spec("eight"), spec("nine")], chunk=2)
+    assert str(refused.value) == "spec 2: task field title must be a non-empty string"
+    assert [t.title for t in await board.tasks()] == ["job 0", "job 1", "job 2", "four", "five"]
