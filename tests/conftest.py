@@ -12,10 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from redis.asyncio import Redis
 
 from swarm.bus import Bus
-from swarm.connection import open_redis
+from swarm.connection import client, open_redis
+from swarm.identity import Identities, Role
+from swarm.keys import Keys
 from swarm.localcluster import LocalCluster
 from swarm.server import EmbeddedServer
 from swarm.settings import Settings
@@ -98,3 +101,32 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 async def bus(redis: Redis, settings: Settings) -> Bus:
     return Bus(redis, settings)
+
+
+@pytest.fixture
+async def users(redis: Redis, settings: Settings) -> AsyncIterator[dict[str, Redis]]:
+    """ACL users alice and bob (agents), cap (captain) and eve (viewer), each connected as itself;
+    removed afterwards."""
+    made = Identities(redis, Keys(settings.name))
+    roles: dict[str, Role] = {"alice": "agent", "bob": "agent", "cap": "captain", "eve": "viewer"}
+    clients: dict[str, Redis] = {}
+    try:
+        for name, role in roles.items():
+            password = await made.add(name, role)
+            clients[name] = client(settings.redis_url or "", settings.model_copy(
+                update={"user": name, "password": SecretStr(password), "connect_retries": 0}))
+        yield clients
+    finally:
+        for c in clients.values():
+            await c.aclose()
+        for name in roles:
+            if any(i.name == name for i in await made.all()):
+                await made.remove(name)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A SWARM_HOME whose embedded server, if a test left one running, is stopped afterwards."""
+    path = tmp_path / "swarm-home"
+    yield path
+    EmbeddedServer(path).stop()

@@ -15,6 +15,8 @@ import anyio
 from swarm.settings import Settings
 
 if TYPE_CHECKING:
+    from typer.testing import Result
+
     from swarm.agent import Agent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,3 +59,17 @@ async def running(agent: Agent) -> AsyncIterator[anyio.Event]:
         await tg.start(agent.run, stop)
         yield stop
         stop.set()
+
+
+def embedded_cli(home: Path, name: str, *args: str, **extra: str | None) -> Result:
+    """Run `swarm ARGS` for swarm `name` with the embedded server under `home` (no SWARM_REDIS_URL,
+    no SWARM_TLS_*); `extra`: more environment (None unsets)."""
+    from typer.testing import CliRunner  # noqa: PLC0415 (only the CLI tests need typer's runner)
+
+    from swarm.cli import app  # noqa: PLC0415
+
+    env: dict[str, str | None] = {
+        "SWARM_HOME": str(home), "SWARM_REDIS_URL": None, "SWARM_NAME": name, "SWARM_LOG_LEVEL": "warning",
+        "SWARM_TLS_CA": None, "SWARM_TLS_CERT": None, "SWARM_TLS_KEY": None, **extra,
+    }
+    return CliRunner().invoke(app, list(args), env=env)

@@ -3,8 +3,6 @@ anyone, a viewer only reads. Real users on the real test server, removed afterwa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -13,31 +11,11 @@ from swarm.board import Board, TaskSpec
 from swarm.bus import Bus
 from swarm.connection import client
 from swarm.errors import AuthError, Forbidden
-from swarm.identity import Identities, Identity, Role, rules
+from swarm.identity import Identities, Identity, rules
 from swarm.presence import Presence
 from swarm.protocol import StatusBody, message
 from swarm.registry import AgentCard, Registry
 from swarm.settings import Settings
-
-
-@pytest.fixture
-async def users(redis: Redis, settings: Settings) -> AsyncIterator[dict[str, Redis]]:
-    """alice and bob (agents), cap (captain), eve (viewer), each connected as itself."""
-    made = Identities(redis, Board(redis, settings).keys)
-    roles: dict[str, Role] = {"alice": "agent", "bob": "agent", "cap": "captain", "eve": "viewer"}
-    clients: dict[str, Redis] = {}
-    try:
-        for name, role in roles.items():
-            password = await made.add(name, role)
-            clients[name] = client(settings.redis_url or "", settings.model_copy(
-                update={"user": name, "password": SecretStr(password), "connect_retries": 0}))
-        yield clients
-    finally:
-        for c in clients.values():
-            await c.aclose()
-        for name in roles:
-            if any(i.name == name for i in await made.all()):
-                await made.remove(name)
 
 
 def board(users: dict[str, Redis], name: str, settings: Settings) -> Board:

@@ -4,24 +4,21 @@ sender, by the server's clock). Real users and a real server; the users are remo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 from typing import cast
 
 import anyio
 import pytest
-from pydantic import SecretStr
 from redis.asyncio import Redis
 from typer.testing import CliRunner, Result
 
 from swarm.board import Board, TaskSpec
 from swarm.bus import Bus
 from swarm.cli import app
-from swarm.connection import client
 from swarm.discovery.engine import Discovery
 from swarm.errors import BackendError, Forbidden, RateLimited
-from swarm.identity import Identities, Role
+from swarm.identity import Identities
 from swarm.keys import FIELD
 from swarm.lua import Scripts
 from swarm.metrics import Metrics
@@ -62,24 +59,6 @@ async def texts(redis: Redis, stream: str) -> list[tuple[str, str]]:
 # --- who may send as whom ------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def users(redis: Redis, settings: Settings) -> AsyncIterator[dict[str, Redis]]:
-    """alice and bob (agents) and cap (captain), each connected as itself."""
-    made = Identities(redis, Bus(redis, settings).keys)
-    roles: dict[str, Role] = {"alice": "agent", "bob": "agent", "cap": "captain"}
-    clients: dict[str, Redis] = {}
-    try:
-        for name, role in roles.items():
-            password = await made.add(name, role)
-            clients[name] = client(settings.redis_url or "", settings.model_copy(
-                update={"user": name, "password": SecretStr(password), "connect_retries": 0}))
-        yield clients
-    finally:
-        for c in clients.values():
-            await c.aclose()
-        for name in roles:
-            if any(i.name == name for i in await made.all()):
-                await made.remove(name)
 
 
 async def test_an_agent_publishes_only_as_itself(users: dict[str, Redis], redis: Redis, settings: Settings) -> None:

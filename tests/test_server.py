@@ -8,33 +8,18 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
 import redis
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
-from swarm.cli import app
 from swarm.server import EmbeddedServer, find_binary
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A SWARM_HOME whose server, if any test left one running, is stopped afterwards."""
-    path = tmp_path / "swarm-home"
-    yield path
-    EmbeddedServer(path).stop()
+from tests.helpers import embedded_cli
 
 
 def swarm(home: Path, *args: str, **extra: str | None) -> Result:
-    """Run `swarm ARGS` with the embedded server under `home` (no SWARM_REDIS_URL)."""
-    env: dict[str, str | None] = {
-        "SWARM_HOME": str(home), "SWARM_REDIS_URL": None, "SWARM_NAME": "srv", "SWARM_LOG_LEVEL": "warning",
-        **extra,
-    }
-    return CliRunner().invoke(app, list(args), env=env)
+    return embedded_cli(home, "srv", *args, **extra)
 
 
 def test_start_status_stop_cycle(home: Path) -> None:

@@ -19,15 +19,15 @@ import redis
 from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from swarm.board import Board, TaskSpec
-from swarm.cli import app
 from swarm.connection import open_redis
 from swarm.errors import ConfigError, ConnectionLost
 from swarm.server import EmbeddedServer, ServerState, find_binary, has_tls
 from swarm.settings import Settings
 from swarm.tls import Certificates
+from tests.helpers import embedded_cli
 
 
 @pytest.fixture(scope="module")
@@ -47,21 +47,8 @@ def tls_server(tls_binary: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     server.stop()
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A SWARM_HOME whose server, if a test left one running, is stopped afterwards."""
-    path = tmp_path / "swarm-home"
-    yield path
-    EmbeddedServer(path).stop()
-
-
 def swarm(home: Path, *args: str, **extra: str | None) -> Result:
-    """Run `swarm ARGS` with the embedded server under `home` (no SWARM_REDIS_URL)."""
-    env: dict[str, str | None] = {
-        "SWARM_HOME": str(home), "SWARM_REDIS_URL": None, "SWARM_NAME": "tls", "SWARM_LOG_LEVEL": "warning",
-        "SWARM_TLS_CA": None, "SWARM_TLS_CERT": None, "SWARM_TLS_KEY": None, **extra,
-    }
-    return CliRunner().invoke(app, list(args), env=env)
+    return embedded_cli(home, "tls", *args, **extra)
 
 
 async def test_rediss_with_the_ca_file_runs_the_board(tls_server: ServerState, tmp_path: Path) -> None:
