@@ -8,6 +8,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner, Result
 
 from swarm.cli import app
@@ -24,7 +25,10 @@ def test_version_prints_the_package_version() -> None:
     assert (installed.returncode, installed.stdout, installed.stderr) == (0, f"swarm {version('swarm')}\n", "")
 
 
-def test_completion_script_and_completions() -> None:
+def test_completion_script_and_completions(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Name the shell rather than have typer guess it from the processes above this one (shellingham):
+    # under a test runner started from no shell, the guess is nothing ("Shell  not supported.").
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     script = swarm("--show-completion", "bash")
     assert script.exit_code == 0, script.stderr
     assert "_SWARM_COMPLETE=complete_bash" in script.stdout
