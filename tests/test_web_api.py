@@ -205,6 +205,8 @@ async def test_healthz_docs_and_openapi_need_no_token(web: httpx.AsyncClient, se
     spec = (await web.get("/openapi.json")).json()
     assert {"/api/board", "/api/tasks", "/api/tasks/{task_id}/retry", "/api/agents/{agent}/tasks/{task_id}/done",
             "/api/agents/{agent}/inbox", "/api/messages", "/healthz"} <= set(spec["paths"])
+    assert "429" in spec["paths"]["/api/messages"]["post"]["responses"]  # a sender over its publish rate
+    assert "429" not in spec["paths"]["/api/board"]["get"]["responses"]
     page = await web.get("/")
     assert "default-src 'self'" in page.headers["content-security-policy"]
     assert '<script src="/static/board.js" defer></script>' in page.text

@@ -19,7 +19,7 @@ from swarm.progress import report_progress
 from swarm.protocol import AGENT_PATTERN, ChatBody, StatusBody, encode, message, new_id, now_ms
 from swarm.registry import AgentCard
 from swarm.web.access import Ctx, Writing
-from swarm.web.api import REFUSALS, TaskId
+from swarm.web.api import PUBLISHING, REFUSALS, TaskId
 from swarm.web.models import (
     AssignIn,
     CancelIn,
@@ -48,8 +48,8 @@ AgentName = Annotated[str, Path(pattern=AGENT_PATTERN, description="The agent th
 MAX_WAIT_S = 30.0
 
 captain = APIRouter(prefix="/api/tasks", tags=["captain"], responses=REFUSALS)
-agent = APIRouter(prefix="/api/agents/{agent}", tags=["agent"], responses=REFUSALS)
-messages = APIRouter(prefix="/api", tags=["messages"], responses=REFUSALS)
+agent = APIRouter(prefix="/api/agents/{agent}", tags=["agent"], responses=PUBLISHING)
+messages = APIRouter(prefix="/api", tags=["messages"], responses=PUBLISHING)
 
 
 def _reply(task: Task) -> TaskReply:

@@ -30,6 +30,9 @@ REFUSALS: dict[int | str, dict[str, Any]] = {
         (422, "Malformed or oversize JSON, or a value out of range."),
         (503, "Redis is unreachable."))
 }
+PUBLISHING = {**REFUSALS, 429: {"model": ErrorReply, "description": "The sender is over its publish rate "
+                                                                    "(SWARM_PUBLISH_RATE); retry later."}}
+"""The refusals of routes that publish a message (send, progress)."""
 
 router = APIRouter(prefix="/api", tags=["read"], responses=REFUSALS)
 
