@@ -104,15 +104,7 @@ class Presence:
                         error=str(exc))
             return {}
         live = {str(c.get("name") or "") for c in clients}
-        present = [info for info in await self.registry.all() if info.last_seen]
         # The holder from the identity key, not the card: anyone with write access to the agents hash
         # could rewrite a card's connection to get a live agent reaped.
-        holders = await self.registry.holders([info.card.name for info in present])
-        missing: dict[str, str] = {}
-        for info in present:
-            holder = holders.get(info.card.name)
-            instance, connection = (holder.instance, holder.connection) if holder else (info.card.instance,
-                                                                                        info.card.connection)
-            if connection and connection not in live:
-                missing[info.card.name] = instance
-        return missing
+        holders = await self.registry.holders([info for info in await self.registry.all() if info.last_seen])
+        return {name: h.instance for name, h in holders.items() if h.connection and h.connection not in live}

@@ -73,6 +73,12 @@ class Holder(BaseModel):
     connection: str = ""
 
     @classmethod
+    def of(cls, card: AgentCard) -> Holder:
+        """What a card says of its holder: all there is for agents registered before identity keys
+        held it (and for a card written with a plain HSET)."""
+        return cls(instance=card.instance, connection=card.connection)
+
+    @classmethod
     def parse(cls, raw: bytes | str) -> Holder | None:
         """The holder in `raw`, or None when it is not one."""
         try:
@@ -154,16 +160,17 @@ class Registry:
         holder = Holder.parse(held) if held is not None else None
         if holder is None and raw is not None:
             card = parse_card(name, raw)
-            holder = Holder(instance=card.instance, connection=card.connection) if card else None
+            holder = Holder.of(card) if card else None
         return (holder.instance if holder else None), raw
 
-    async def holders(self, names: list[str]) -> dict[str, Holder]:
-        """The holders of `names` that registered with this version or later (see `_holder`)."""
-        if not names:
+    async def holders(self, agents: list[AgentInfo]) -> dict[str, Holder]:
+        """Who holds each of `agents`' names (see `_holder`), in one round trip."""
+        if not agents:
             return {}
         with doing("reading agent identities"):
-            values = await self.redis.mget([self.keys.identity(n) for n in names])
-        return {n: h for n, v in zip(names, values, strict=True) if v is not None and (h := Holder.parse(v))}
+            values = await self.redis.mget([self.keys.identity(a.card.name) for a in agents])
+        return {a.card.name: (v is not None and Holder.parse(v)) or Holder.of(a.card)
+                for a, v in zip(agents, values, strict=True)}
 
     async def card(self, name: str) -> AgentCard | None:
         """The current card of `name`, or None."""

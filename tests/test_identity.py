@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from swarm.board import Board, TaskSpec
 from swarm.bus import Bus
@@ -103,6 +104,9 @@ async def test_a_raw_write_over_an_agents_card_neither_stops_it_nor_gets_it_reap
     card = await alice.register(AgentCard(name="alice", capabilities=("audit",)), "a-1",
                                 connection=keys.connection("a-1"))
     await users["alice"].client_setname(keys.connection("a-1"))  # its connection is open, named
+    with capture_logs() as logs:
+        assert await alice.heartbeat("alice", "a-1", card)
+    assert logs == []  # its own card, untouched: nothing to write back
     await Board(users["cap"], settings).create(TaskSpec(kind="audit", title="one"))
     assert await Board(users["alice"], settings).claim_next("alice", ["audit"]) is not None
     forged = card.model_copy(update={"instance": "b-1", "connection": keys.connection("gone"), "concurrency": 99})
